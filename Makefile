@@ -1,0 +1,43 @@
+# The artifact's two commands:  `make reproduce`  and  `make test`.
+# Both create/refresh the virtualenv and install the system packages the local testbed needs.
+# Needs: Linux (Debian/Ubuntu with apt), root, Python 3.11+.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+TESTBED  ?= testbeds/local.yaml
+PROFILE  ?= default
+BIN      := $(VENV)/bin
+
+# containerd + runc + CNI plugins: the local testbed; gcc/libc6-dev: static pause and workload images;
+# iproute2/iptables: network namespaces, veth, bridge; chromium: the notebook browser test;
+# qemu-system-x86/busybox-static/cpio/xz-utils: the virtual SR-IOV host.
+APT_PACKAGES := containerd runc containernetworking-plugins iproute2 iptables gcc libc6-dev \
+                ca-certificates chromium qemu-system-x86 busybox-static cpio xz-utils kmod
+
+.PHONY: reproduce test setup system-packages venv clean-testbed
+
+reproduce: setup
+	$(BIN)/fastiov-artifact reproduce --testbed $(TESTBED) --profile $(PROFILE)
+
+test: setup
+	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
+
+setup: system-packages venv
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+clean-testbed: venv
+	$(BIN)/fastiov-artifact testbed cleanup --testbed $(TESTBED)

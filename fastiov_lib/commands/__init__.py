@@ -1,0 +1,1 @@
+"""Sub-commands of `fastiov-artifact`, one module each (see fastiov_lib.cli)."""

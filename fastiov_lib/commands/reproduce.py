@@ -1,0 +1,95 @@
+"""`fastiov-artifact reproduce|run|adopt-outputs`: the headless pipeline."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from ..config import Testbed, load_profile, load_testbed, parse_override
+from ..pipeline import NOTEBOOK_ORDER, NotebookFailed, adopt_outputs, notebook_path, parameters_for, \
+    reproduce, run_notebook
+from ..results import create_run_dir
+
+DEFAULT_TESTBED = "testbeds/local.yaml"
+
+
+def _overrides(items: list[str] | None) -> dict:
+    return dict(parse_override(item) for item in items or [])
+
+
+def _teardown(testbed: Testbed) -> None:
+    """The pipeline owns the local testbed's lifecycle: stop it when the run ends, however it ends."""
+    if testbed.kind != "local":
+        return
+    try:
+        local_testbed = importlib.import_module("fastiov_lib.local_testbed")
+    except ImportError:
+        return
+    local_testbed.down(testbed)
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    try:
+        result = reproduce(
+            args.testbed, args.profile, _overrides(args.param), run_id=args.run_id,
+            notebooks=args.notebooks or NOTEBOOK_ORDER,
+            results_root=Path(args.results) if args.results else None,
+            teardown=None if args.keep_testbed else _teardown,
+        )
+    except NotebookFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"partial output: {exc.output}", file=sys.stderr)
+        print(exc.output.parent.parent)
+        return 1
+    print(result.run.path)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    testbed = load_testbed(args.testbed)
+    profile = load_profile(args.profile)
+    path = notebook_path(args.notebook)
+    run = create_run_dir(testbed, profile, run_id=args.run_id,
+                         results_root=Path(args.results) if args.results else None)
+    standard = {"testbed_path": str(testbed.source_path), "profile": args.profile,
+                "run_dir": str(run.path), "interactive": False}
+    params = parameters_for(path, standard, {})
+    params.update(_overrides(args.param))
+    try:
+        out = run_notebook(args.notebook, params, run.notebooks_dir)
+    except NotebookFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(run.path)
+        return 1
+    print(out)
+    return 0
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    for path in adopt_outputs(Path(args.run_dir)):
+        print(path)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--testbed", default=DEFAULT_TESTBED, help="testbed YAML (default: %(default)s)")
+    common.add_argument("--profile", default="default", help="smoke, default, paper or a profile YAML")
+    common.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                        help="notebook parameter (NOTEBOOK.KEY=VALUE targets one notebook); repeatable")
+    common.add_argument("--run-id", default=None, help="name of the run directory (default: time-testbed-profile)")
+    common.add_argument("--results", default=None, help="results root (default: the testbed's results_dir)")
+
+    p = sub.add_parser("reproduce", parents=[common], help="run all notebooks in order into a run directory")
+    p.add_argument("--notebooks", nargs="+", default=None, help="a subset, in order (default: all six)")
+    p.add_argument("--keep-testbed", action="store_true", help="leave the local testbed running afterwards")
+    p.set_defaults(func=_reproduce)
+
+    r = sub.add_parser("run", parents=[common], help="run one notebook headless into a run directory")
+    r.add_argument("notebook", help="e.g. 04_bench")
+    r.set_defaults(func=_run)
+
+    a = sub.add_parser("adopt-outputs", help="make a run's executed notebooks the committed expected outputs")
+    a.add_argument("run_dir")
+    a.set_defaults(func=_adopt)

@@ -1,0 +1,269 @@
+"""Testbed and experiment-profile models: loading YAML files with errors that name file and key."""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = Path(str(resources.files("fastiov_lib") / "profiles"))
+
+NetworkMode = Literal["none", "bridge", "macvlan", "hostdev", "ipvlan", "sriov"]
+
+_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
+
+
+def _check_pci(value: str) -> str:
+    if not _PCI_RE.match(value):
+        raise ValueError(f"{value!r} is not a PCI address of the form DDDD:BB:DD.F (e.g. 0000:e3:00.0)")
+    return value
+
+
+PciAddress = Annotated[str, AfterValidator(_check_pci)]
+
+
+class ConfigError(Exception):
+    """A config file is missing, unreadable or invalid; the message names the file and the key."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalSettings(StrictModel):
+    """The `local` testbed: a private containerd + runc + CNI plugins on this machine."""
+
+    work_dir: Path = Path("/var/tmp/fastiov-local")  # containerd root, state, socket, CNI state, images
+    containerd_bin: str = "containerd"
+    ctr_bin: str = "ctr"
+    runc_bin: str = "runc"
+    cni_bin_dir: Path = Path("/usr/lib/cni")
+    link_prefix: str = Field("fiov", pattern=r"^[a-z][a-z0-9]{1,5}$")  # every link we create starts with it
+    bridge_name: str = Field("fiovbr0", pattern=r"^[a-z][a-z0-9]{1,14}$")
+    bridge_subnet: IPv4Network = IPv4Network("10.210.0.0/16")
+    macvlan_subnet: IPv4Network = IPv4Network("10.211.0.0/16")
+    hostdev_subnet: IPv4Network = IPv4Network("10.212.0.0/16")
+    hostdev_pool_size: PositiveInt = 64  # veth pairs created up front (the local analogue of VFs)
+    network_modes: list[NetworkMode] = Field(
+        default_factory=lambda: ["none", "bridge", "macvlan", "hostdev"], min_length=1
+    )
+    storage_port: int = Field(5100, ge=1, le=65535)
+    rpc_timeout_s: PositiveFloat = 60.0
+    start_timeout_s: PositiveFloat = 30.0
+
+
+class FastiovHostSettings(StrictModel):
+    """A real SR-IOV host running Kata; every path and address the original hard-coded."""
+
+    pfs: list[PciAddress] = Field(min_length=1)
+    vfs_per_pf: PositiveInt = 100
+    pf_netdevs: list[str] = Field(default_factory=list)  # optional, for the default-route guard
+    hugepages_2m: PositiveInt = 32768  # 64 GiB of 2 MiB pages, as in the paper
+    vf_driver: str = "vfio-pci"
+    bind_threads: PositiveInt = 8
+    fastiov_module_path: Path | None = None  # fastiov.ko; None = skip the module on this host
+    fastiov_device: Path = Path("/dev/dev_fastiov")
+    expected_kernel_suffix: str = "-rc5test"
+    containerd_socket: Path = Path("/run/containerd/containerd.sock")
+    containerd_config: Path = Path("/etc/containerd/config.toml")
+    kata_config: Path = Path("/etc/kata-containers/configuration-qemu-3.toml")
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_bin_dir: Path = Path("/opt/cni/bin")
+    crictl_config: Path = Path("/etc/crictl.yaml")
+    kata_prefix: Path = Path("/opt/kata3")
+    build_dir: Path = Path("/var/tmp/fastiov-build")
+    cache_dir: Path = Path("/var/tmp/fastiov-cache")
+    qemu_fastiov: Path = Path("/opt/kata3/bin/qemu-system-x86_64")
+    qemu_vanilla: Path = Path("/opt/kata3/bin/qemu-system-x86_64-noskip")
+    guest_kernel_fastiov: Path = Path("/usr/share/kata-containers/vmlinuz-5.19.2-96")
+    guest_kernel_vanilla: Path = Path("/opt/kata3/share/kata-containers/vmlinux-5.19.2-96")
+    image_async: Path = Path("/opt/kata3/share/kata-containers/kata-containers.img")
+    image_sync: Path = Path("/opt/kata3/share/kata-containers/kata-containers-e810-sync.img")
+    guest_memory_mb: PositiveInt = 512
+    storage_interface: str | None = None  # NIC whose address the storage server binds (app test)
+    storage_port: int = Field(5100, ge=1, le=65535)
+    rpc_timeout_s: PositiveFloat = 300.0
+    # build, NIC and real-host round hooks (fastiov_lib.build / nic / hostbench)
+    fastiov_register_ioctl: int | None = None  # request number of the module's per-VF device-set ioctl
+    instrumentation_log_dirs: dict[str, Path] = Field(default_factory=dict)  # component -> dir of cnicmp-<pid>.log
+    qemu_log_dir: Path | None = None  # where the patched QEMU writes its timeline logs
+    cni_ipam_dir: Path = Path("/var/lib/cni/networks")  # host-local IPAM state cleared between rounds
+    containerd_restart: list[str] = Field(default_factory=lambda: ["systemctl", "restart", "containerd"])
+    kernel_config: Path | None = None  # .config the host kernel starts from; None = /boot/config-<running>
+    build_jobs: PositiveInt | None = None  # make -j; None = CPU count
+
+
+class VsriovSettings(StrictModel):
+    """A virtual SR-IOV host: a QEMU/TCG guest with an emulated IOMMU and an SR-IOV device."""
+
+    work_dir: Path = Path("/var/tmp/fastiov-vsriov")
+    device: Literal["auto", "igb", "nvme"] = "auto"  # auto: igb when QEMU >= 8, else nvme
+    qemu_bin: str = "qemu-system-x86_64"
+    max_vfs: PositiveInt = Field(7, le=64)
+    guest_memory_mb: PositiveInt = Field(2048, ge=512)
+    guest_cpus: PositiveInt = 2
+    boot_timeout_s: PositiveFloat = 120.0
+    run_timeout_s: PositiveFloat = 900.0
+
+
+class Testbed(StrictModel):
+    """One machine the artifact runs on, described by testbeds/<name>.yaml."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    kind: Literal["local", "fastiov", "vsriov"]
+    description: str = ""
+    allow_host_changes: bool = False
+    sys_root: Path = Path("/")  # hardware boundary: sysfs/procfs/dev are read below this root
+    runtime_handler: str = "runc"
+    cri_api: Literal["auto", "v1", "v1alpha2"] = "auto"
+    results_dir: Path = Path("results")  # relative to the repository root
+    local: LocalSettings | None = None
+    fastiov: FastiovHostSettings | None = None
+    vsriov: VsriovSettings | None = None
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _section_matches_kind(self) -> "Testbed":
+        if getattr(self, self.kind) is None:
+            if self.kind == "fastiov":
+                raise ValueError("kind 'fastiov' needs a 'fastiov:' section (at least 'pfs')")
+            # local/vsriov sections have usable defaults
+            object.__setattr__(self, self.kind, {"local": LocalSettings, "vsriov": VsriovSettings}[self.kind]())
+        return self
+
+    def resolve_results_dir(self) -> Path:
+        """Absolute results directory (relative paths are taken from the repository root)."""
+        return self.results_dir if self.results_dir.is_absolute() else REPO_ROOT / self.results_dir
+
+
+class Profile(StrictModel):
+    """An experiment profile: how much to measure (smoke, default, paper, ...)."""
+
+    name: str
+    description: str = ""
+    concurrency: list[PositiveInt] = Field(min_length=1)  # 04_bench's sweep
+    repeats: PositiveInt = 1
+    bench_network: NetworkMode = "bridge"  # network mode 04_bench sweeps on the local testbed
+    ablation_networks: list[NetworkMode] = Field(default_factory=lambda: ["none", "bridge"], min_length=1)
+    ablation_concurrency: list[PositiveInt] = Field(default_factory=lambda: [4], min_length=1)
+    variants: list[str] = Field(default_factory=lambda: ["vanilla", "fastiov"], min_length=1)  # real host
+    app_concurrency: list[PositiveInt] = Field(default_factory=lambda: [2], min_length=1)
+    app_repeats: PositiveInt = 1
+    app_file_mb: PositiveInt = 4
+    pod_timeout_s: PositiveFloat = 120.0
+    vsriov_vf_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1)
+    vsriov_dma_sizes_mb: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
+
+    @model_validator(mode="after")
+    def _sorted_unique(self) -> "Profile":
+        for key in ("concurrency", "ablation_concurrency", "app_concurrency"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key}: values must be unique, got {values}")
+        return self
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (not part of the schema; check its spelling)"
+    more = f" (+{len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return f"{path}: key '{key}': {msg}{more}"
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_testbed(path: str | Path, overrides: dict[str, Any] | None = None) -> Testbed:
+    """Load and validate a testbed YAML file; raise ConfigError naming the file and key."""
+    path = resolve_path(path)
+    data = _read_yaml_mapping(path)
+    if overrides:
+        data = _apply_overrides(data, overrides)
+    try:
+        tb = Testbed.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None
+    return tb.model_copy(update={"source_path": path})
+
+
+def load_profile(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Profile:
+    """Load a profile by name (`smoke`, `default`, `paper`) or from a YAML path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        path = resolve_path(candidate)
+    else:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+            raise ConfigError(f"profile {str(name_or_path)!r} not found (known: {known}, or a path to a .yaml)")
+    data = _read_yaml_mapping(path)
+    if overrides:
+        data = _apply_overrides(data, overrides)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path as given if it exists, else relative to the repository root (notebooks run in notebooks/)."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p.resolve() if p.exists() else p
+    alt = REPO_ROOT / p
+    return alt.resolve() if alt.exists() else p
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse `key=value` (dotted keys, YAML value) as given with `-p` on the command line."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return out
