@@ -118,6 +118,8 @@ class VsriovSettings(StrictModel):
     guest_cpus: PositiveInt = 2
     boot_timeout_s: PositiveFloat = 120.0
     run_timeout_s: PositiveFloat = 900.0
+    dma_repeats: PositiveInt = 3  # each MAP_DMA size is measured this often (TCG timings are noisy)
+    inner_qemu_memory_mb: list[PositiveInt] = Field(default_factory=lambda: [256])  # VMM-in-guest runs; [] = skip
 
 
 class Testbed(StrictModel):

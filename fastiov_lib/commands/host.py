@@ -1,0 +1,29 @@
+"""`fastiov-artifact host-check --testbed FILE [--root DIR]`: readiness checks, non-zero exit on a failure."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("host-check", help="check this host's readiness (kernel, IOMMU, hugepages, "
+                                                 "modules, runtimes, configs)")
+    p.add_argument("--testbed", required=True, help="testbed YAML file")
+    p.add_argument("--root", default=None, help="read sysfs/procfs/files below this root instead of the "
+                                                "testbed's sys_root (e.g. a generated fake tree)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..checks import format_checks
+    from ..config import load_testbed
+    from ..host import run_host_checks
+
+    tb = load_testbed(args.testbed)
+    if args.root:
+        tb = tb.model_copy(update={"sys_root": Path(args.root)})
+    checks = run_host_checks(tb)
+    print(format_checks(checks))
+    failed = [c.name for c in checks if c.status == "fail"]
+    print(f"\n{len(checks)} checks: {len(checks) - len(failed)} without failure, {len(failed)} failed")
+    return 1 if failed else 0

@@ -1,0 +1,115 @@
+"""`fastiov-artifact vsriov plan|setup|up|bench|clean`: the virtual SR-IOV host (QEMU/TCG guest)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import load_profile, load_testbed
+from ..results import create_run_dir
+
+DEFAULT_TESTBED = "testbeds/vsriov.yaml"
+
+
+def _run_dir(args: argparse.Namespace, testbed, profile):
+    if args.out:
+        out = Path(args.out).expanduser().resolve()
+        return create_run_dir(testbed, profile, run_id=out.name, results_root=out.parent)
+    return create_run_dir(testbed, profile)
+
+
+def _session(args: argparse.Namespace, benchmarks: bool) -> int:
+    from .. import vsriov
+
+    testbed = load_testbed(args.testbed)
+    if testbed.kind != "vsriov":
+        print(f"error: {testbed.source_path}: kind is {testbed.kind!r}, expected 'vsriov'", file=sys.stderr)
+        return 2
+    profile = load_profile(args.profile)
+    try:
+        run = _run_dir(args, testbed, profile)
+    except ValueError as exc:  # a run id with characters a run directory may not have
+        print(f"error: --out {args.out}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = vsriov.run_guest_session(testbed, run, profile, benchmarks=benchmarks,
+                                          progress=not args.quiet, raise_on_failure=False)
+    except vsriov.VsriovError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(run.path)
+        return 1
+    finally:
+        run.finish()
+    for key, value in result.summary().items():
+        print(f"{key:>14}: {value}")
+    if result.ok and benchmarks:
+        from .. import vsriov_analysis
+
+        print()
+        print(vsriov_analysis.summary_table(run.path).to_string(index=False))
+        print()
+        print(vsriov_analysis.claims_table(run.path).to_string(index=False))
+    if not result.ok:
+        print(f"error: {result.error} (console log: {result.console_log})", file=sys.stderr)
+    print(run.path)
+    return 0 if result.ok else 1
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .. import vsriov
+
+    testbed = load_testbed(args.testbed)
+    for step in vsriov.plan_setup(testbed):
+        flag = "done" if step.done else ("HOST CHANGE" if step.changes_host else "to do")
+        print(f"{flag:>11}  {step.name}: {step.detail}")
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from .. import vsriov
+
+    testbed = load_testbed(args.testbed)
+    try:
+        image = vsriov.prepare_guest(testbed, progress=not args.quiet)
+    except vsriov.VsriovError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"device: {image.device.name} ({image.device_note})")
+    print(f"qemu: {image.qemu.binary} {image.qemu.version_text} ({image.qemu.source})")
+    print(f"kernel: {image.kernel.package} ({image.kernel.vmlinuz})")
+    print(f"initramfs: {image.initramfs}")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from .. import vsriov
+
+    testbed = load_testbed(args.testbed)
+    for path in vsriov.clean(testbed, keep_downloads=not args.all):
+        print(f"removed {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("vsriov", help="virtual SR-IOV host: boot a QEMU guest, run the NIC steps and micro-benchmarks")
+    actions = parser.add_subparsers(dest="vsriov_action", metavar="ACTION", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--testbed", default=DEFAULT_TESTBED, help="testbed YAML of kind vsriov (default: %(default)s)")
+    run_opts = argparse.ArgumentParser(add_help=False)
+    run_opts.add_argument("--profile", default="smoke", help="smoke, default, paper or a profile YAML (default: %(default)s)")
+    run_opts.add_argument("--out", help="run directory to create or resume (default: results/<new run id>)")
+    run_opts.add_argument("--quiet", action="store_true", help="no progress bars")
+    up = actions.add_parser("up", parents=[common, run_opts],
+                            help="set up, boot the guest and run the NIC steps (fastiov_lib.nic) in it")
+    up.set_defaults(func=lambda a: _session(a, benchmarks=False))
+    bench = actions.add_parser("bench", parents=[common, run_opts],
+                               help="as `up`, plus the micro-benchmarks (VF enable, bind, VFIO open/reset, MAP_DMA)")
+    bench.set_defaults(func=lambda a: _session(a, benchmarks=True))
+    setup = actions.add_parser("setup", parents=[common], help="fetch and build everything a boot needs, boot nothing")
+    setup.add_argument("--quiet", action="store_true", help="no progress bars")
+    setup.set_defaults(func=_setup)
+    plan = actions.add_parser("plan", parents=[common], help="show the set-up steps and which are done")
+    plan.set_defaults(func=_plan)
+    clean = actions.add_parser("clean", parents=[common], help="remove built images (and with --all the downloads)")
+    clean.add_argument("--all", action="store_true", help="also remove downloaded .debs, apt lists, kernel, QEMU")
+    clean.set_defaults(func=_clean)

@@ -1,0 +1,115 @@
+"""Virtual SR-IOV host, for real: boot the QEMU/TCG guest, run fastiov_lib.nic against the guest
+kernel's sysfs and one small micro-benchmark round, through the CLI (about a minute on 2 cores)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fastiov_lib import config, vsriov, vsriov_analysis
+from fastiov_lib.config import REPO_ROOT
+from fastiov_lib.results import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+TESTBED = REPO_ROOT / "testbeds" / "vsriov.yaml"
+
+
+def _qemu_pids() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"qemu-system" in (proc / "cmdline").read_bytes().split(b"\0")[0]:
+                    pids.add(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def testbed() -> config.Testbed:
+    tb = config.load_testbed(TESTBED)
+    missing = vsriov.missing_host_tools(tb.vsriov)
+    if missing:
+        pytest.skip("virtual SR-IOV host needs " + ", ".join(f"{t} (apt package {p})" for t, p in missing))
+    return tb
+
+
+def test_guest_runs_the_nic_steps_and_a_benchmark_round(testbed, tmp_path):
+    # the testbed as shipped, with one small VM size for the VMM-in-guest runs
+    data = yaml.safe_load(TESTBED.read_text())
+    data["vsriov"].update(run_timeout_s=600, inner_qemu_memory_mb=[64])
+    tb_file = tmp_path / "vsriov.yaml"
+    tb_file.write_text(yaml.safe_dump(data))
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text("name: tiny\nconcurrency: [1]\nvsriov_vf_counts: [2]\nvsriov_dma_sizes_mb: [32]\n")
+    run = tmp_path / "run"
+    before = _qemu_pids()
+    out = subprocess.run([sys.executable, "-m", "fastiov_lib", "vsriov", "bench", "--testbed", str(tb_file),
+                          "--profile", str(profile), "--out", str(run), "--quiet"],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not (_qemu_pids() - before), "a QEMU process was left behind"
+
+    records, report = read_jsonl(run / "vsriov.jsonl")
+    assert report.ok
+    session = [r for r in records if r["kind"] == "session"]
+    assert len(session) == 1 and session[0]["status"] == "ok", session
+    assert session[0]["device"] in ("igb", "nvme")
+
+    # the project's own NIC code ran against the guest kernel and left every VF on vfio-pci
+    steps = {r["step"]: r for r in records if r["kind"] == "nic_step"}
+    assert steps["prepare_vfs"]["ok"] and steps["release_vfs"]["ok"], steps
+    seen = steps["observe_after_prepare"]["report"]
+    assert seen["numvfs"] >= 1 and {v["driver"] for v in seen["vfs"].values()} == {"vfio-pci"}
+    assert len({v["iommu_group"] for v in seen["vfs"].values()}) == seen["numvfs"]  # one group per VF
+    assert steps["observe_after_release"]["report"]["numvfs"] == 0
+
+    # one benchmark round: 2 VFs enabled, bound, opened, reset, DMA-mapped, in parallel, disabled
+    bench = [r for r in records if r.get("phase") == "bench"]
+    kinds = [r["kind"] for r in bench]
+    numvfs = [(r["from"], r["n"], r["errno"]) for r in bench if r["kind"] == "numvfs"]
+    assert numvfs == [(0, 2, 0), (2, 0, 0)]
+    assert [r["driver"] for r in bench if r["kind"] == "bind"] == ["vfio-pci", "vfio-pci"]
+    assert [r["status"] for r in bench if r["kind"] == "vfio_reset"] == ["ok", "ok"]
+    dma = [(r["mib"], r["memory"], r["errno"]) for r in bench if r["kind"] == "map_dma"]
+    assert sorted(set(dma)) == [(32, "prefaulted", 0), (32, "untouched", 0)]
+    assert len(dma) == 2 * testbed.vsriov.dma_repeats
+    assert kinds.count("parallel_vf") == 2 and [r["failed"] for r in bench if r["kind"] == "parallel"] == [0]
+    # a QEMU inside the guest started a VM with and without the VF
+    inner = [(r["variant"], r["rc"]) for r in records if r["kind"] == "inner_qemu"]
+    assert sorted(set(inner)) == [("plain", 0), ("prealloc", 0), ("prealloc+vf", 0), ("vf", 0)]
+    # the guest's NIC timings are in nic.jsonl, as on a real host
+    nic_records, _ = read_jsonl(run / "nic.jsonl")
+    assert any(r.get("event") == "create_vfs" and r.get("source") == "vsriov-guest" for r in nic_records)
+
+    # the analysis reads the run: every claim that this round can decide is decided
+    table = vsriov_analysis.claims_table(run).set_index("claim")
+    assert table.loc["V1-nic-steps-run-on-real-kernel", "verdict"] == "holds"
+    assert table.loc["V2-vfs-bound-to-vfio", "verdict"] == "holds"
+    assert table.loc["V5-dma-map-linear-in-memory", "verdict"] == "not measured"  # one size only
+    logs = list((run / "logs").glob("vsriov-*-console.log"))
+    assert logs and "Linux version" in logs[0].read_text(errors="replace")
+
+
+def test_a_guest_that_cannot_boot_ends_fast_with_the_kernels_last_words(testbed, tmp_path):
+    from dataclasses import replace
+
+    from fastiov_lib.results import create_run_dir
+
+    image = vsriov.prepare_guest(testbed, progress=False)
+    empty = vsriov.InitramfsBuilder()
+    empty.add_dir("etc")  # no /init: the kernel finds nothing to run and panics
+    broken = replace(image, initramfs=tmp_path / "no-init.cpio.gz")
+    empty.write(broken.initramfs)
+    profile = config.load_profile("smoke")
+    run = create_run_dir(testbed, profile, run_id="no-init", results_root=tmp_path)
+    before = _qemu_pids()
+    with pytest.raises(vsriov.VsriovError) as err:
+        vsriov.run_guest_session(testbed, run, profile, image=broken, benchmarks=False, progress=False)
+    assert "before the guest booted" in str(err.value) and "panic" in str(err.value).lower()
+    assert not (_qemu_pids() - before), "a QEMU process was left behind"
