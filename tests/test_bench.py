@@ -1,0 +1,202 @@
+"""The startup benchmark on the real containerd of a private local testbed: every network mode, the
+app test, interrupts (SIGINT/SIGTERM), containerd dying mid-round, and the summary table."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fastiov_lib import bench, local_testbed
+from fastiov_lib import config
+from fastiov_lib.config import load_profile
+from fastiov_lib.cri import CriClient
+from fastiov_lib.results import PodRecord, create_run_dir, read_jsonl
+from fastiov_lib.storage_server import make_input_file
+
+from local_testbed_support import make_testbed, needs_local_testbed, our_links, write_testbed_yaml
+
+PREFIX = "ftb"
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    tb = make_testbed(tmp_path_factory.mktemp("bench") / "tb", PREFIX, 252, pool_size=4)
+    yield tb
+    if os.geteuid() == 0:
+        local_testbed.down(tb)
+        assert our_links(PREFIX) == []
+
+
+@pytest.fixture()
+def run(testbed, tmp_path):
+    return create_run_dir(testbed, load_profile("smoke"), run_id="test-run", results_root=tmp_path)
+
+
+class RecordingHooks:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def before_round(self, round_info, run) -> None:
+        self.calls.append(("before", round_info.round_id))
+
+    def after_round(self, round_info, run) -> None:
+        assert round_info.log_file is not None and round_info.counts
+        self.calls.append(("after", round_info.round_id))
+
+
+@needs_local_testbed
+def test_startup_sweep_records_every_pod_in_each_network_mode(testbed, run):
+    modes = [m.mode for m in local_testbed.probe_network_modes(testbed)
+             if m.supported and m.mode in testbed.local.network_modes]
+    hooks = RecordingHooks()
+    result = bench.run_startup_sweep(testbed, run, [1, 3], 1, networks=modes, hooks=hooks, timeout_s=60)
+    assert len(result.records) == 4 * len(modes)
+    assert [r.status for r in result.records] == ["ok"] * len(result.records), [r.error for r in result.records]
+    on_disk, report = read_jsonl(run.pods_file)
+    assert report.ok and len(on_disk) == len(result.records)
+    assert {PodRecord(**d).sandbox_id for d in on_disk} == {r.sandbox_id for r in result.records}
+    for rec in result.records:
+        assert rec.variant == rec.network and rec.experiment == "startup"
+        assert rec.runtime_handler == f"runc-{rec.network}"
+        assert rec.pod_name == f"sandbox-0-{rec.pod_index}"
+        assert rec.t_released_ns < rec.t_sandbox_returned_ns
+        if rec.network == "none":
+            assert rec.t_network_ready_ns is None
+        else:
+            assert rec.t_network_ready_ns >= rec.t_sandbox_returned_ns
+            assert rec.extra["pod_ip"]
+    assert len(result.rounds) == 2 * len(modes)
+    assert hooks.calls == [(k, r.round_id) for r in result.rounds for k in ("before", "after")]
+    for rnd in result.rounds:
+        assert rnd.leftovers == []
+        log = rnd.log_file.read_text()
+        uids = [r.extra["uid"] for r in result.records if r.extra["round_id"] == rnd.round_id]
+        assert all(f"Uid:{uid}," in log for uid in uids)
+    table = result.summary()
+    assert list(table["pods"]) == [1, 3] * len(modes)
+    assert (table["failed"] == 0).all() and table["p50_startup_ms"].notna().all()
+    assert local_testbed.pod_leftovers(testbed) == []
+
+
+@needs_local_testbed
+def test_app_round_downloads_and_hashes_the_input_in_every_pod(testbed, run):
+    result = bench.run_app_sweep(testbed, run, [2], 1, network="bridge", file_mb=1, timeout_s=60)
+    expected = make_input_file(local_testbed.paths_for(testbed).storage_dir, 1, with_fnv=True)
+    assert [r.status for r in result.records] == ["ok", "ok"], [r.error for r in result.records]
+    for rec in result.records:
+        assert rec.experiment == "app"
+        assert rec.extra["bytes"] == 1024 * 1024 and rec.extra["fnv1a64"] == expected.fnv1a64
+        assert rec.t_sandbox_returned_ns < rec.t_container_started_ns
+        assert rec.t_container_exited_ns > rec.t_sandbox_returned_ns
+    assert result.summary()["p50_completion_ms"].notna().all()
+
+
+@needs_local_testbed
+def test_bench_refuses_modes_it_cannot_run(testbed, run):
+    with pytest.raises(bench.BenchError, match="not a local testbed mode"):
+        bench.run_startup_sweep(testbed, run, [1], 1, networks=["ipvlan"])
+    with pytest.raises(bench.BenchError, match="hostdev_pool_size is 4"):
+        bench.run_startup_sweep(testbed, run, [5], 1, networks=["hostdev"])
+    with pytest.raises(bench.BenchError, match="needs a pod network"):
+        bench.run_app_sweep(testbed, run, [1], 1, network="none")
+    assert not run.pods_file.exists() or read_jsonl(run.pods_file)[0] == []
+
+
+@needs_local_testbed
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_bench_keeps_measured_pods_when_interrupted(testbed, tmp_path, sig):
+    local_testbed.ensure_up(testbed)
+    yaml_path = write_testbed_yaml(testbed, tmp_path / "testbed.yaml")
+    out = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-m", "fastiov_lib", "bench", "--testbed", str(yaml_path),
+                               "--concurrency", "1,24", "--repeats", "1", "--network", "bridge", "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pods = out / "pods.jsonl"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and driver.poll() is None:
+        if pods.exists() and len(pods.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.005)
+    driver.send_signal(sig)
+    stdout, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == (130 if sig == signal.SIGINT else 143), stderr
+    records, report = read_jsonl(pods)
+    assert report.ok
+    assert len(records) == 25  # every pod has exactly one record
+    assert len({(r["concurrency"], r["pod_index"]) for r in records}) == 25
+    statuses = [r["status"] for r in records]
+    assert set(statuses) <= {"ok", "interrupted"} and statuses.count("ok") >= 2
+    assert "interrupted" in statuses
+    with CriClient(local_testbed.paths_for(testbed).socket, timeout_s=10) as cri:
+        assert cri.list_pod_sandboxes() == []
+    assert local_testbed.pod_leftovers(testbed) == []
+
+
+@needs_local_testbed
+def test_pods_fail_with_a_clear_error_when_containerd_dies_mid_round(testbed, run):
+    local_testbed.ensure_up(testbed)
+
+    class KillContainerd:
+        def before_round(self, round_info, run_dir) -> None:
+            pid = local_testbed.containerd_pid(testbed)
+            threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+
+        def after_round(self, round_info, run_dir) -> None:
+            pass
+
+    t0 = time.monotonic()
+    result = bench.run_startup_sweep(testbed, run, [16], 2, networks=["bridge"], hooks=KillContainerd(),
+                                     timeout_s=60)
+    assert time.monotonic() - t0 < 90
+    assert len(result.rounds) == 1 and "containerd stopped" in result.message
+    assert len(result.records) == 16
+    failed = [r for r in result.records if r.status != "ok"]
+    assert failed and all(r.status == "failed" for r in failed)
+    assert all("UNAVAILABLE" in r.error or "CANCELLED" in r.error for r in failed), [r.error for r in failed]
+    local_testbed.ensure_up(testbed)
+    local_testbed.cleanup(testbed)
+    assert local_testbed.pod_leftovers(testbed) == []
+
+
+def test_vsriov_testbed_has_no_pods_to_start(tmp_path):
+    tb = config.Testbed.model_validate({"name": "vs", "kind": "vsriov"})
+    run = create_run_dir(tb, load_profile("smoke"), run_id="vs", results_root=tmp_path)
+    for result in (bench.run_startup_sweep(tb, run, [1], 1), bench.run_app_sweep(tb, run, [1], 1)):
+        assert result.records == [] and "no pods to start" in result.message
+        assert list(result.summary().columns) == bench.SUMMARY_COLUMNS and result.summary().empty
+        assert result.overview().loc[0, "pods"] == 0
+
+
+def test_summary_table_gives_percentiles_of_ok_pods_per_mode_and_concurrency():
+    def rec(variant: str, conc: int, i: int, ms: float | None, status: str = "ok") -> dict:
+        return {"experiment": "startup", "variant": variant, "concurrency": conc, "pod_index": i,
+                "status": status, "t_released_ns": 1_000_000_000,
+                "t_sandbox_returned_ns": None if ms is None else 1_000_000_000 + int(ms * 1e6),
+                "t_network_ready_ns": None}
+    records = [rec("bridge", 4, i, ms) for i, ms in enumerate([10, 20, 30, 40])]
+    records += [rec("none", 4, 0, 5), rec("none", 4, 1, None, "failed")]
+    table = bench.summary_table(records)
+    bridge = table[table["variant"] == "bridge"].iloc[0]
+    assert (bridge["pods"], bridge["ok"], bridge["failed"]) == (4, 4, 0)
+    assert bridge["p50_startup_ms"] == 25.0 and bridge["p99_startup_ms"] == pytest.approx(39.7)
+    none = table[table["variant"] == "none"].iloc[0]
+    assert (none["pods"], none["ok"], none["failed"], none["p50_startup_ms"]) == (2, 1, 1, 5.0)
+
+
+@needs_local_testbed
+def test_ablation_skips_modes_the_host_cannot_run_and_names_them(testbed, run):
+    from fastiov_lib.nbsession import Session
+
+    prof = load_profile("smoke", {"ablation_networks": ["none", "ipvlan", "hostdev"],
+                                  "ablation_concurrency": [2, 5], "repeats": 1})
+    result = bench.ablation_sweep_for_profile(Session(testbed, prof, run))
+    table = result.summary()
+    assert list(zip(table["variant"], table["concurrency"])) == [("hostdev", 2), ("none", 2), ("none", 5)]
+    assert (table["failed"] == 0).all()
+    assert "ipvlan skipped" in result.message and "hostdev skipped at concurrency [5]" in result.message
+    assert {r.experiment for r in result.records} == {"ablation"}

@@ -1,0 +1,109 @@
+"""Claims: data files, metrics and verdicts on synthetic run directories with known outcomes."""
+from __future__ import annotations
+
+import pytest
+
+from fastiov_lib import claims
+from fastiov_lib.config import ConfigError
+from synthetic_runs import write_run
+
+
+def verdict_of(table, claim_id):
+    row = table[table["claim"] == claim_id]
+    assert len(row) == 1, f"{claim_id} not in table"
+    return row["verdict"].iloc[0], row["measured"].iloc[0]
+
+
+def local_run(path, *, slope=10.0, bridge=150.0, drop=0, app=True):
+    write_run(path, variants={"bridge": 100.0}, concurrency=(1, 4, 8), repeats=3, slope_ms=slope, drop=drop)
+    write_run(path, experiment="ablation", variants={"none": 100.0, "bridge": bridge}, concurrency=(4,),
+              repeats=2, append=True, start_ns=2 * 10**18)
+    if app:
+        write_run(path, experiment="app", variants={"bridge": 100.0}, concurrency=(2,), app="compress",
+                  append=True, start_ns=3 * 10**18)
+    return path
+
+
+def test_shipped_claim_files_load_and_name_registered_metrics():
+    loaded = claims.load_claims([claims.CLAIMS_DIR / "paper.yaml", claims.CLAIMS_DIR / "local.yaml"])
+    assert {c.id for c in loaded} >= {"P2-startup-reduction-mean", "L1-every-pod-recorded"}
+    assert all(c.metric in claims.METRICS for c in loaded)
+    paper = [c for c in loaded if c.id.startswith("P")]
+    assert all("10.1145/3689031.3696066" in c.source and c.testbed_kinds == ["fastiov"] for c in paper)
+
+
+def test_a_healthy_local_run_holds_every_local_claim(tmp_path):
+    table = claims.evaluate_claims(local_run(tmp_path / "r"))
+    assert set(table["claim"]) >= {"L1-every-pod-recorded", "L3-startup-grows-with-concurrency", "L7-apps-complete"}
+    assert not any(table["claim"].str.startswith("P"))  # paper claims apply to a FastIOV host only
+    assert verdict_of(table, "L1-every-pod-recorded") == ("holds", "100.0%")
+    assert verdict_of(table, "L3-startup-grows-with-concurrency")[0] == "holds"
+    verdict, measured = verdict_of(table, "L4-bridge-adds-over-none")
+    assert verdict == "holds" and measured.endswith(" ms") and 45 < float(measured.split()[0]) < 55
+    assert verdict_of(table, "L7-apps-complete")[0] == "holds"
+    assert verdict_of(table, "L5-macvlan-adds-over-none") == ("not measured", "")
+
+
+def test_missing_pods_flat_startup_and_a_faster_mode_fail_their_claims(tmp_path):
+    table = claims.evaluate_claims(local_run(tmp_path / "r", slope=0.0, bridge=60.0, drop=1, app=False))
+    assert verdict_of(table, "L1-every-pod-recorded")[0] == "fails"
+    assert verdict_of(table, "L3-startup-grows-with-concurrency")[0] == "fails"
+    assert verdict_of(table, "L4-bridge-adds-over-none")[0] == "fails"
+    assert verdict_of(table, "L7-apps-complete") == ("not measured", "")
+
+
+def test_paper_claims_on_a_fastiov_run_with_known_reductions(tmp_path):
+    run = write_run(tmp_path / "f", kind="fastiov", variants={"no-network": 1000.0, "vanilla": 4000.0,
+                                                              "fastiov": 1400.0},
+                    concurrency=(10, 20), repeats=1, slope_ms=0.0, noise_ms=0.0)
+    table = claims.evaluate_claims(run)
+    verdict, measured = verdict_of(table, "P2-startup-reduction-mean")
+    assert verdict == "holds" and measured == "65.0%"   # 1 - 1400/4000
+    assert verdict_of(table, "P1-vf-overhead-reduction") == ("holds", "86.7%")  # 1 - 400/3000
+    assert verdict_of(table, "P8-vanilla-over-no-network-mean") == ("holds", "300.0%")
+    assert verdict_of(table, "P10-sriov-added-at-200")[0] == "not measured"   # no 200-pod level
+    assert verdict_of(table, "P11-vf-open-share")[0] == "not measured"        # no stages.csv
+    slow = write_run(tmp_path / "s", kind="fastiov", variants={"vanilla": 4000.0, "fastiov": 3000.0},
+                     concurrency=(10,), repeats=1, slope_ms=0.0, noise_ms=0.0)
+    assert verdict_of(claims.evaluate_claims(slow), "P2-startup-reduction-mean") == ("fails", "25.0%")
+
+
+def test_claims_files_with_mistakes_are_refused_with_file_and_claim(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("claims:\n  - id: X1\n    statement: s\n    source: s\n    metric: ok_fraction\n"
+                   "    comparison: '~'\n    threshold: 1\n    testbed_kinds: [local]\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: claim #1 \(X1\): key 'comparison'"):
+        claims.load_claims([bad])
+    between = tmp_path / "between.yaml"
+    between.write_text("claims:\n  - id: X2\n    statement: s\n    source: s\n    metric: ok_fraction\n"
+                       "    comparison: between\n    threshold: 1\n    testbed_kinds: [local]\n")
+    with pytest.raises(ConfigError, match="X2"):
+        claims.load_claims([between])
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("claims:\n" + "".join(
+        "  - {id: D, statement: s, source: s, metric: ok_fraction, comparison: '>=', threshold: 1,"
+        " testbed_kinds: [local]}\n" for _ in range(2)))
+    with pytest.raises(ConfigError, match="already defined"):
+        claims.load_claims([dup])
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="claims:"):
+        claims.load_claims([tmp_path / "list.yaml"])
+
+
+def test_registered_metrics_are_used_and_unknown_ones_are_not_measured(tmp_path, monkeypatch):
+    run = local_run(tmp_path / "r", app=False)
+    f = tmp_path / "extra.yaml"
+    f.write_text("claims:\n"
+                 "  - {id: E1, statement: pods counted, source: test, metric: test_pod_count, comparison: '>=',"
+                 " threshold: 30, unit: pods, testbed_kinds: [local]}\n"
+                 "  - {id: E2, statement: unknown, source: test, metric: no_such_metric, comparison: '>=',"
+                 " threshold: 0, testbed_kinds: [local]}\n"
+                 "  - {id: E3, statement: other kind, source: test, metric: ok_fraction, comparison: '>=',"
+                 " threshold: 0, testbed_kinds: [vsriov]}\n")
+    monkeypatch.setitem(claims.METRICS, "test_pod_count", lambda run_dir: float(len(claims.run_for(run_dir).pods)))
+    table = claims.evaluate_claims(run, claims.load_claims([f]))
+    assert table["claim"].tolist() == ["E1", "E2"]
+    assert verdict_of(table, "E1") == ("holds", "55 pods")
+    assert verdict_of(table, "E2") == ("not measured", "")
+    assert "not registered" in table.loc[table["claim"] == "E2", "note"].iloc[0]
+    assert claims.verdicts(table).columns.tolist() == ["claim", "verdict"]
