@@ -19,8 +19,10 @@ APT_PACKAGES := containerd runc containernetworking-plugins iproute2 iptables gc
 reproduce: setup
 	$(BIN)/fastiov-artifact reproduce --testbed $(TESTBED) --profile $(PROFILE)
 
+# nbval re-executes the notebooks on the local testbed; its containerd is stopped afterwards either way.
 test: setup
-	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
+	status=0; $(BIN)/pytest -q -p no:cacheprovider --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg tests notebooks || status=$$?; \
+	$(BIN)/fastiov-artifact testbed down --testbed $(TESTBED) >/dev/null 2>&1 || true; exit $$status
 
 setup: system-packages venv
 
