@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import string
 import subprocess
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .procs import stop_process_group
 from .config import FastiovHostSettings, Testbed
 from .manifest import (
     BinariesManifest,
@@ -289,16 +289,7 @@ def run_logged(argv: list[str], cwd: Path | None, env: dict[str, str] | None, lo
     try:
         return proc.wait()
     except BaseException:
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(proc, grace_s=5.0, kill_wait_s=5.0)
         raise
 
 

@@ -189,7 +189,8 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return f"{path}: key '{key}': {msg}{more}"
 
 
-def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError names the file (and line) otherwise."""
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
@@ -206,7 +207,7 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
 def load_testbed(path: str | Path, overrides: dict[str, Any] | None = None) -> Testbed:
     """Load and validate a testbed YAML file; raise ConfigError naming the file and key."""
     path = resolve_path(path)
-    data = _read_yaml_mapping(path)
+    data = read_yaml_mapping(path)
     if overrides:
         data = _apply_overrides(data, overrides)
     try:
@@ -226,7 +227,7 @@ def load_profile(name_or_path: str | Path, overrides: dict[str, Any] | None = No
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
             raise ConfigError(f"profile {str(name_or_path)!r} not found (known: {known}, or a path to a .yaml)")
-    data = _read_yaml_mapping(path)
+    data = read_yaml_mapping(path)
     if overrides:
         data = _apply_overrides(data, overrides)
     try:

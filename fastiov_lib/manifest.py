@@ -17,10 +17,9 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import requests
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import REPO_ROOT
+from .config import REPO_ROOT, ConfigError, read_yaml_mapping
 
 BINARIES_MANIFEST = REPO_ROOT / "binaries_manifest.yaml"
 PATCH_SERIES = REPO_ROOT / "patches" / "series.yaml"
@@ -160,16 +159,10 @@ def _format_error(path: Path, err: ValidationError, data: Any) -> str:
 
 def _load(path: Path, model: type[BaseModel]) -> Any:
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ManifestError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ManifestError(f"{path}: expected a mapping at the top level")
+        data = read_yaml_mapping(path)
+    except ConfigError as exc:
+        raise ManifestError(str(exc)) from None
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from tqdm.auto import tqdm
 
+from .procs import stop_process_group
 from .config import REPO_ROOT, Profile, Testbed, VsriovSettings
 from .results import JsonlWriter, RunDir
 
@@ -847,26 +848,6 @@ def _set_pdeathsig() -> None:
         pass
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    """Stop QEMU (and anything it started): SIGTERM to its process group, then SIGKILL."""
-    if proc.poll() is None:
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    else:
-        try:  # the leader exited; make sure no child of it lingers in its group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def boot_guest(cmd: list[str], *, boot_timeout_s: float, run_timeout_s: float, env: dict[str, str] | None = None,
                on_result: Callable[[GuestResult], None] = lambda _r: None,
                on_line: Callable[[str], None] = lambda _l: None, exit_timeout_s: float = 30.0,
@@ -950,7 +931,7 @@ def boot_guest(cmd: list[str], *, boot_timeout_s: float, run_timeout_s: float, e
         outcome.status, outcome.error = "interrupted", "interrupted"
         raise
     finally:
-        _kill_group(proc)
+        stop_process_group(proc)
         if outcome.exit_code is None:
             outcome.exit_code = proc.poll()
         thread.join(timeout=5)

@@ -66,13 +66,14 @@ vfs_of() {  # the PF's VFs, one per line
 }
 
 # The host's / shared read-only over 9p; chroot into it runs the host's Python and QEMU against
-# this guest's kernel (its own /proc, /sys, /dev are bound in, /tmp is a fresh tmpfs).
+# this guest's kernel (its own /proc, /sys, /dev are bound in). The host's /tmp stays visible (the
+# repository or the venv may live there, as in a CI clone); scratch space is a tmpfs on /dev/shm.
 hosted=0
 if [ "$share" = 1 ]; then
     if step modules_9p modprobe -a virtio_pci 9pnet_virtio 9p && \
        step mount_host mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host && \
        step bind_guest_fs sh -c 'mount -t proc proc /host/proc && mount --bind /sys /host/sys &&
-                                 mount --bind /dev /host/dev && mount -t tmpfs tmpfs /host/tmp'; then
+                                 mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm && mount -o rbind /dev /host/dev'; then
         hosted=1
     fi
 fi
@@ -81,7 +82,7 @@ fi
 if [ "$nic" = 1 ] && [ $hosted = 1 ]; then
     echo "VSRIOV phase=nic"
     t0=$(uptime)
-    chroot /host /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp PYTHONDONTWRITEBYTECODE=1 \
+    chroot /host /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/dev/shm TMPDIR=/dev/shm PYTHONDONTWRITEBYTECODE=1 \
         PYTHONPATH="$repo" "$py" -m fastiov_lib.guest.nic_steps --pf "$PF" --num-vfs "$nicvfs"
     echo "RESULT step name=nic_steps rc=$? start_uptime_s=$t0 end_uptime_s=$(uptime)"
     # leave the PF as the benchmarks expect it, whatever the NIC steps did
@@ -139,5 +140,5 @@ if [ "$bench" = 1 ] && [ -n "$innermem" ] && [ $hosted = 1 ]; then
     fi
     vfbench numvfs "$PF" 0
 fi
-[ $hosted = 1 ] && umount /host/tmp /host/dev /host/sys /host/proc /host 2>/dev/null
+[ $hosted = 1 ] && umount /host/dev/shm /host/dev /host/sys /host/proc /host 2>/dev/null
 finish
