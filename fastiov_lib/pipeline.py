@@ -126,7 +126,7 @@ class PipelineResult:
 def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | None = None,
               run_id: str | None = None, notebooks: Sequence[str] = NOTEBOOK_ORDER,
               results_root: Path | None = None, teardown: Callable[[Testbed], None] | None = None,
-              progress: bool = True) -> PipelineResult:
+              progress: bool = True, write_report: bool = True) -> PipelineResult:
     """Run the notebooks in order into results/<run-id>/; keep the partial run dir on failure.
 
     The testbed and profile are validated before anything is created, so a broken config leaves
@@ -164,6 +164,12 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
         if teardown is not None:
             teardown(testbed)
         run.finish()
+    if write_report:
+        # written again once run.json is complete (end time, every notebook), and even when
+        # 06_figures was not among the notebooks run
+        from .report import write_report as _write_report
+
+        _write_report(run.path)
     return PipelineResult(run, executed)
 
 

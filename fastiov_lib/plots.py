@@ -296,9 +296,15 @@ def app_completion(pods: pd.DataFrame, caption: str = "") -> Figure:
         order = variant_order(df["variant"])
         sns.boxplot(data=df, x="app", y="app_completion_ms", hue="variant", hue_order=order,
                     palette=variant_palette(order), ax=ax, showfliers=False, width=min(0.7, 0.3 * len(order)))
-        sns.stripplot(data=df, x="app", y="app_completion_ms", hue="variant", hue_order=order, dodge=True,
-                      palette=variant_palette(order), ax=ax, size=3, color="0.2", alpha=0.6, legend=False,
-                      edgecolor="0.2", linewidth=0.4)
+        # seaborn jitters with numpy's global generator: a fixed seed draws the same run the same way
+        rng_state = np.random.get_state()
+        np.random.seed(0)
+        try:
+            sns.stripplot(data=df, x="app", y="app_completion_ms", hue="variant", hue_order=order, dodge=True,
+                          palette=variant_palette(order), ax=ax, size=3, color="0.2", alpha=0.6, legend=False,
+                          edgecolor="0.2", linewidth=0.4)
+        finally:
+            np.random.set_state(rng_state)
         ax.set_xlabel("app")
         ax.set_ylabel("completion time (ms)")
         ax.set_ylim(0, float(df["app_completion_ms"].max()) * 1.1)

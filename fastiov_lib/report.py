@@ -104,7 +104,9 @@ def write_report(run_dir: str | Path) -> Path:
     run = analysis.load_run(run_dir)
     figures_dir = run_dir / "figures"
     written: dict[str, list[Path]] = {}
-    for name, fig in build_figures(run).items():
+    has_pods = not run.pods.empty
+    # a run without pods (the virtual SR-IOV host) gets no empty pod figures or tables
+    for name, fig in (build_figures(run).items() if has_pods else ()):
         written[name] = plots.save_figure(fig, figures_dir, name)
     table = claims.evaluate_claims(run_dir)
     summary = analysis.summarise(run.pods)
@@ -125,7 +127,10 @@ def write_report(run_dir: str | Path) -> Path:
     if run.report.skipped:
         parts.append(f"\n{len(run.report.skipped)} line(s) of pods.jsonl were skipped; first: "
                      f"line {run.report.skipped[0][1]}: {run.report.skipped[0][2]}\n")
-    parts += [
+    if not has_pods:
+        parts.append(f"\nNo pods in this run (testbed kind {info.get('testbed_kind', 'unknown')}): "
+                     "startup tables and pod figures are left out.\n")
+    parts += [] if not has_pods else [
         "\n## Startup latency per group (ms, ok pods)\n",
         _md_table(summary),
         "\n## Growth with concurrency (startup experiment)\n",
@@ -138,6 +143,8 @@ def write_report(run_dir: str | Path) -> Path:
         _md_table(bd.drop(columns=["order"]).assign(share_of_mean=bd["share_of_mean"] * 100,
                                                      share_of_p99=bd["share_of_p99"] * 100)
                   .rename(columns={"share_of_mean": "% of mean", "share_of_p99": "% of p99"})),
+    ]
+    parts += [
         "\n## Claims\n",
         _md_table(table[["claim", "statement", "expected", "measured", "verdict", "source"]]),
         "\n## Figures\n",

@@ -37,6 +37,7 @@ def test_pipeline_passes_run_dir_and_testbed_to_each_notebook(tmp_path):
     assert (result.run.notebooks_dir / "01_a.ipynb").exists()
     info = json.loads(result.run.run_file.read_text())
     assert info["pipeline"]["notebooks"] == {"01_a": "ok"} and info["end_time"]
+    assert (result.run.path / "report.md").exists()  # written after the run finished
 
 
 def test_pipeline_names_notebook_and_cell_when_a_notebook_raises(tmp_path):

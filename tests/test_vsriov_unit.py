@@ -420,7 +420,18 @@ def test_report_section_writes_png_and_pdf_figures_with_the_emulation_caption(tm
         assert {f"{fig}.png", f"{fig}.pdf"} <= names
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert "shapes and ratios carry over, absolute times do not" in md
-    assert "figures/vsriov-dma.png" in md and "V6-prefaulted-maps-10x-faster" in md
+    assert "figures/vsriov-dma.png" in md
+
+
+def test_report_of_a_vsriov_run_lists_each_claim_once_and_no_empty_pod_figures(tmp_path):
+    from fastiov_lib import report
+
+    run = _write_run(tmp_path)
+    text = report.write_report(run).read_text()
+    assert text.count("| V6-prefaulted-maps-10x-faster |") == 1
+    assert "No pods in this run" in text
+    assert not (run / "figures" / "startup_vs_concurrency.png").exists()
+    assert (run / "figures" / "vsriov-dma.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------
