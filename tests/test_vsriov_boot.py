@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastiov_lib import config, vsriov, vsriov_analysis
+from fastiov_lib import config, initramfs, vsriov, vsriov_analysis
 from fastiov_lib.config import REPO_ROOT
 from fastiov_lib.results import read_jsonl
 
@@ -102,7 +102,7 @@ def test_a_guest_that_cannot_boot_ends_fast_with_the_kernels_last_words(testbed,
     from fastiov_lib.results import create_run_dir
 
     image = vsriov.prepare_guest(testbed, progress=False)
-    empty = vsriov.InitramfsBuilder()
+    empty = initramfs.InitramfsBuilder()
     empty.add_dir("etc")  # no /init: the kernel finds nothing to run and panics
     broken = replace(image, initramfs=tmp_path / "no-init.cpio.gz")
     empty.write(broken.initramfs)

@@ -18,8 +18,9 @@ import pytest
 from fastiov_lib import claims, config, vsriov, vsriov_analysis
 from fastiov_lib.config import REPO_ROOT
 from fastiov_lib.results import create_run_dir, read_jsonl
-from fastiov_lib.vsriov import (CpioEntry, GuestPlan, InitramfsBuilder, ResultParseError, VsriovError,
-                                parse_result_line, read_cpio_newc, write_cpio_newc)
+from fastiov_lib.initramfs import CpioEntry, InitramfsBuilder, InitramfsError, read_cpio_newc, resolve_modules, \
+    write_cpio_newc
+from fastiov_lib.vsriov import GuestPlan, ResultParseError, VsriovError, parse_result_line
 
 CLI = [sys.executable, "-m", "fastiov_lib"]
 
@@ -105,11 +106,11 @@ def test_module_resolution_follows_modinfo_depends_and_skips_builtins(tmp_path):
     _fake_module(mods / "kernel/virt/lib/irqbypass.ko.xz", "")
     _fake_module(mods / "kernel/drivers/unused/unused.ko.xz", "")
     (mods / "modules.builtin").write_text("kernel/drivers/base/builtin_thing.ko\n")
-    got = vsriov.resolve_modules(mods, ["vfio-pci", "builtin_thing"])
+    got = resolve_modules(mods, ["vfio-pci", "builtin_thing"])
     assert set(got) == {"vfio_pci", "vfio_pci_core", "vfio", "irqbypass"}
     assert got["vfio"][1].startswith(b"\x7fELF")  # decompressed
-    with pytest.raises(VsriovError, match="'no_such_module' not found"):
-        vsriov.resolve_modules(mods, ["no_such_module"])
+    with pytest.raises(InitramfsError, match="'no_such_module' not found"):
+        resolve_modules(mods, ["no_such_module"])
 
 
 def test_build_initramfs_packs_init_busybox_vfbench_and_indexed_modules(tmp_path):
