@@ -5,10 +5,10 @@ The run directory is generated here the way a FastIOV host would leave it: pods.
 PodRecords (concurrency 10, 20, 50, 70, 100 x variants no-network, ipvtap, vanilla, fastiov; startup
 latency from a stated model: a base per variant + a per-pod slope + lognormal noise) and one kata
 instrumentation file per pod (six stage records each, wall-clock aligned with the pods' rounds).
-Timed: `fastiov_lib.report.write_report(run_dir)`, which parses the instrumentation logs into
+Timed: `fastiov_lib.report.markdown.write_report(run_dir)`, which parses the instrumentation logs into
 stages.csv, loads everything, draws the five figures (PNG + PDF) and writes report.md with the
 claims table. Then a file of 1,000,000 zap console lines goes through
-`fastiov_lib.logs.parse_instrumentation_file`.
+`fastiov_lib.analysis.parsers.parse_instrumentation_file`.
 
 Targets (issue 4): analysis under 10 s, parsing under 10 s, on this machine.
 
@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fastiov_lib import logs, report
-from fastiov_lib.results import JsonlWriter, PodRecord, host_facts
+from fastiov_lib.analysis import parsers as logs
+
+from fastiov_lib.report import markdown as report
+from fastiov_lib.run.rundir import JsonlWriter, PodRecord, host_facts
 
 LEVELS = (10, 20, 50, 70, 100)
 VARIANTS = {"no-network": 600.0, "ipvtap": 800.0, "vanilla": 2400.0, "fastiov": 900.0}  # base ms

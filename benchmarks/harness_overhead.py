@@ -1,7 +1,7 @@
 """How much latency and CPU the benchmark harness itself adds to what it measures.
 
 For every pod, the client-observed RunPodSandbox duration (t_sandbox_returned_ns - t_released_ns,
-taken by fastiov_lib.bench around the gRPC call) is compared with containerd's own duration for the
+taken by fastiov_lib.bench.engine around the gRPC call) is compared with containerd's own duration for the
 same sandbox: the time between its "RunPodSandbox for <metadata>" and "... returns sandbox id" log
 lines (matched by the pod's uid). The difference is what the harness adds: request and reply
 (de)serialisation on both sides, the unix-socket round trip, gRPC scheduling in containerd before
@@ -35,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fastiov_lib import bench, local_testbed
+from fastiov_lib.bench import engine as bench
+
+from fastiov_lib.testbeds.local import testbed as local_testbed
 from fastiov_lib.config import load_profile, load_testbed
-from fastiov_lib.results import create_run_dir, host_facts
+from fastiov_lib.run.rundir import create_run_dir, host_facts
 
 _LOG_RE = re.compile(r'^time="(?P<time>[^"]+)".*msg="RunPodSandbox for &PodSandboxMetadata\{[^}]*'
                      r'Uid:(?P<uid>[^,]+),[^}]*\}(?P<returns> returns sandbox id)?')

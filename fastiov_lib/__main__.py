@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from fastiov_lib.commands.cli import main
 
 sys.exit(main())

@@ -97,7 +97,7 @@ class FastiovHostSettings(StrictModel):
     storage_interface: str | None = None  # NIC whose address the storage server binds (app test)
     storage_port: int = Field(5100, ge=1, le=65535)
     rpc_timeout_s: PositiveFloat = 300.0
-    # build, NIC and real-host round hooks (fastiov_lib.build / nic / hostbench)
+    # build, NIC and real-host round hooks (testbeds.fastiov_host.build, hw.nic, testbeds.fastiov_host.round_hooks)
     fastiov_register_ioctl: int | None = None  # request number of the module's per-VF device-set ioctl
     instrumentation_log_dirs: dict[str, Path] = Field(default_factory=dict)  # component -> dir of cnicmp-<pid>.log
     qemu_log_dir: Path | None = None  # where the patched QEMU writes its timeline logs

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fastiov_lib.results import PODS_FILE, RUN_FILE, JsonlWriter, PodRecord
+from fastiov_lib.run.rundir import PODS_FILE, RUN_FILE, JsonlWriter, PodRecord
 
 T0 = 1_700_000_000_000_000_000  # wall clock ns of the first release
 

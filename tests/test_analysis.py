@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fastiov_lib import analysis
-from fastiov_lib.logs import pods_frame
+from fastiov_lib.analysis import stats as analysis
+from fastiov_lib.analysis.parsers import pods_frame
 from synthetic_runs import write_run
 
 

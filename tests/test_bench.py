@@ -11,12 +11,14 @@ import time
 
 import pytest
 
-from fastiov_lib import bench, local_testbed
+from fastiov_lib.bench import engine as bench
+
+from fastiov_lib.testbeds.local import testbed as local_testbed
 from fastiov_lib import config
 from fastiov_lib.config import load_profile
 from fastiov_lib.cri import CriClient
-from fastiov_lib.results import PodRecord, create_run_dir, read_jsonl
-from fastiov_lib.storage_server import make_input_file
+from fastiov_lib.run.rundir import PodRecord, create_run_dir, read_jsonl
+from fastiov_lib.bench.storage_server import make_input_file
 
 from local_testbed_support import make_testbed, needs_local_testbed, our_links, write_testbed_yaml
 
@@ -190,11 +192,12 @@ def test_summary_table_gives_percentiles_of_ok_pods_per_mode_and_concurrency():
 
 @needs_local_testbed
 def test_ablation_skips_modes_the_host_cannot_run_and_names_them(testbed, run):
-    from fastiov_lib.nbsession import Session
+    from fastiov_lib.notebook import steps
+    from fastiov_lib.notebook.session import Session
 
     prof = load_profile("smoke", {"ablation_networks": ["none", "ipvlan", "hostdev"],
                                   "ablation_concurrency": [2, 5], "repeats": 1})
-    result = bench.ablation_sweep_for_profile(Session(testbed, prof, run))
+    result = steps.ablation_step(Session(testbed, prof, run))
     table = result.summary()
     assert list(zip(table["variant"], table["concurrency"])) == [("hostdev", 2), ("none", 2), ("none", 5)]
     assert (table["failed"] == 0).all()

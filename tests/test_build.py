@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from fastiov_lib import build, manifest
-from fastiov_lib.build import BuildError, Builder, Component, SourceEdit, _sh
+from fastiov_lib.testbeds.fastiov_host.build import builder as build
+
+from fastiov_lib.testbeds.fastiov_host.build import manifest
+from fastiov_lib.testbeds.fastiov_host.build.builder import BuildError, Builder, Component, SourceEdit, _sh
 from fastiov_lib import config
 from fastiov_lib.config import FastiovHostSettings, load_testbed
-from fastiov_lib.steps import HostChangesNotAllowed
+from fastiov_lib.hw.host_steps import HostChangesNotAllowed
 
 MAKEFILE = """VERSION = 1
 EXTRAVERSION =

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastiov_lib import claims
+from fastiov_lib.report import claims
 from fastiov_lib.config import ConfigError
 from synthetic_runs import write_run
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fastiov_lib import local_testbed
+from fastiov_lib.testbeds.local import testbed as local_testbed
 from fastiov_lib.cri import ContainerSpec, CriCancelled, CriClient, CriTimeout, CriUnavailable, PodSpec
 
 from local_testbed_support import make_testbed, needs_local_testbed

@@ -1,7 +1,7 @@
 """The explorer's state behind the widgets (the browser test drives the same widgets in JupyterLab)."""
 from __future__ import annotations
 
-from fastiov_lib import explorer
+from fastiov_lib.report import explorer
 from synthetic_runs import write_run
 
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from fastiov_lib import host
-from fastiov_lib.checks import worst_status
+from fastiov_lib.testbeds.fastiov_host import host_checks as host
+from fastiov_lib.testbeds import backend_for
+from fastiov_lib.testbeds.checks import worst_status
 from fastiov_lib.config import load_testbed
-from fastiov_lib.fakehost import build_fake_host, spec_for_testbed
+from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
 
 EXAMPLE = "testbeds/fastiov-e810.example.yaml"
 
@@ -19,7 +20,7 @@ def testbed():
 def _checks(tmp_path, testbed, **changes):
     root = build_fake_host(tmp_path / "root", spec_for_testbed(testbed, **changes), testbed)
     tb = testbed.model_copy(update={"sys_root": root})
-    return {c.name: c for c in host.run_host_checks(tb)}
+    return {c.name: c for c in backend_for(tb).checks()}
 
 
 def test_good_host_passes_every_check(tmp_path, testbed):
@@ -72,7 +73,7 @@ def test_missing_binaries_and_wrong_versions(tmp_path, testbed):
 
 
 def test_host_check_cli_exits_non_zero_on_a_failing_host(tmp_path, testbed, capsys):
-    from fastiov_lib.cli import main
+    from fastiov_lib.commands.cli import main
 
     root = build_fake_host(tmp_path / "bad", spec_for_testbed(testbed, iommu=False), testbed)
     assert main(["host-check", "--testbed", EXAMPLE, "--root", str(root)]) == 1
@@ -90,13 +91,13 @@ def test_vsriov_checks_need_qemu_but_not_kvm(tmp_path):
     tb = Testbed(name="v", kind="vsriov", sys_root=tmp_path, vsriov=VsriovSettings(qemu_bin=str(qemu)))
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/meminfo").write_text("MemTotal: 24000000 kB\nMemAvailable: 16000000 kB\n")
-    checks = {c.name: c for c in host.run_host_checks(tb)}
+    checks = {c.name: c for c in backend_for(tb).checks()}
     assert checks["vsriov.qemu"].status == "pass" and "10.0.2" in checks["vsriov.qemu"].seen
     assert "igb" in checks["vsriov.device"].seen and checks["vsriov.accel"].status == "pass"
     assert checks["vsriov.memory"].status == "pass"
     missing = Testbed(name="v", kind="vsriov", sys_root=tmp_path,
                       vsriov=VsriovSettings(qemu_bin=str(tmp_path / "absent-qemu")))
-    assert {c.name: c for c in host.run_host_checks(missing)}["vsriov.qemu"].status == "fail"
+    assert {c.name: c for c in backend_for(missing).checks()}["vsriov.qemu"].status == "fail"
 
 
 def test_example_testbed_documents_every_key_of_a_real_host():

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fastiov_lib import hostbench, runtime_config
+from fastiov_lib.testbeds.fastiov_host import round_hooks as hostbench
+
+from fastiov_lib.testbeds.fastiov_host import runtime_config
 from fastiov_lib.config import load_testbed
-from fastiov_lib.fakehost import build_fake_host, spec_for_testbed
+from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
 
 EXAMPLE = "testbeds/fastiov-e810.example.yaml"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from fastiov_lib import local_testbed
+from fastiov_lib.testbeds.local import testbed as local_testbed
 from fastiov_lib.cri import CriClient, PodSpec
 
 from local_testbed_support import make_testbed, needs_local_testbed, our_links, write_testbed_yaml

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastiov_lib import logs
+from fastiov_lib.analysis import parsers as logs
 from synthetic_runs import write_run
 
 FIXTURES = Path("/work/shared/fixtures/upstream-artifact")

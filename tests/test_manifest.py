@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fastiov_lib import manifest
-from fastiov_lib.manifest import ChecksumMismatch, ManifestError
+from fastiov_lib.testbeds.fastiov_host.build import manifest
+from fastiov_lib.testbeds.fastiov_host.build.manifest import ChecksumMismatch, ManifestError
 
 
 class _Files:

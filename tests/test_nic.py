@@ -7,11 +7,11 @@ import stat
 
 import pytest
 
-from fastiov_lib import nic
+from fastiov_lib.hw import nic
 from fastiov_lib.config import load_testbed
-from fastiov_lib.fakehost import FakePf, FakeHostSpec, FakeSysfs, build_fake_host, spec_for_testbed
-from fastiov_lib.nic import GuardError, NicError
-from fastiov_lib.steps import HostChangesNotAllowed
+from fastiov_lib.hw.fake_sysfs import FakePf, FakeHostSpec, FakeSysfs, build_fake_host, spec_for_testbed
+from fastiov_lib.hw.nic import GuardError, NicError
+from fastiov_lib.hw.host_steps import HostChangesNotAllowed
 
 PF0, PF1 = "0000:e3:00.0", "0000:e3:00.1"
 EXAMPLE = "testbeds/fastiov-e810.example.yaml"
@@ -162,7 +162,7 @@ def test_fastiov_registration_uses_a_real_ioctl_on_a_character_device(tmp_path, 
 
 
 def test_nic_plan_cli_prints_every_sysfs_write_against_a_fake_tree(tmp_path, capsys):
-    from fastiov_lib.cli import main
+    from fastiov_lib.commands.cli import main
 
     tb = load_testbed(EXAMPLE)
     root = build_fake_host(tmp_path, spec_for_testbed(tb, configs=False, hugepages_2m=0))
@@ -173,7 +173,7 @@ def test_nic_plan_cli_prints_every_sysfs_write_against_a_fake_tree(tmp_path, cap
 
 
 def test_nic_cli_rehearses_apply_and_release_on_a_generated_tree(tmp_path, capsys):
-    from fastiov_lib.cli import main
+    from fastiov_lib.commands.cli import main
     from fastiov_lib.config import resolve_path
 
     testbed = tmp_path / "host.yaml"
@@ -190,20 +190,20 @@ def test_nic_cli_rehearses_apply_and_release_on_a_generated_tree(tmp_path, capsy
 
 
 def test_real_host_notebook_steps_act_on_a_fake_fastiov_host(tmp_path):
-    from fastiov_lib import host
     from fastiov_lib.config import load_profile
-    from fastiov_lib.nbsession import Session
-    from fastiov_lib.results import create_run_dir
+    from fastiov_lib.notebook import steps
+    from fastiov_lib.notebook.session import Session
+    from fastiov_lib.run.rundir import create_run_dir
 
     tb = load_testbed(EXAMPLE, overrides={"allow_host_changes": True, "fastiov.vfs_per_pf": 4})
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb, hugepages_2m=0), tb)
     tb = tb.model_copy(update={"sys_root": root, "results_dir": tmp_path / "results"})
     prof = load_profile("smoke")
     session = Session(tb, prof, create_run_dir(tb, prof, run_id="fake-fastiov"))
-    checks = host.run_host_notebook_step(session)
+    checks = steps.host_step(session)
     assert dict(zip(checks["summary"]["status"], checks["summary"]["checks"]))["fail"] == 1  # no hugepages yet
-    tables = nic.run_nic_notebook_step(session)
+    tables = steps.nic_step(session)
     assert len(tables["result"][tables["result"]["vf"] != ""]) == 8
     assert set(tables["result"]["driver"][tables["result"]["vf"] != ""]) == {"vfio-pci"}
     assert (tables["plan_summary"]["writes"].sum() == len(tables["plan"])) and len(tables["timings"]) >= 10
-    assert host.run_host_notebook_step(session)["summary"]["checks"].tolist() == [21, 0, 0]
+    assert steps.host_step(session)["summary"]["checks"].tolist() == [21, 0, 0]

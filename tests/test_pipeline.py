@@ -9,7 +9,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from fastiov_lib.config import REPO_ROOT
-from fastiov_lib.pipeline import NotebookFailed, UnknownParameter, adopt_outputs, reproduce, run_notebook
+from fastiov_lib.notebook.pipeline import NotebookFailed, UnknownParameter, adopt_outputs, reproduce, run_notebook
 
 LOCAL = REPO_ROOT / "testbeds/local.yaml"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 from matplotlib.figure import Figure
 
-from fastiov_lib import analysis, plots
+from fastiov_lib.analysis import stats as analysis
+
+from fastiov_lib.report import figures as plots
 from synthetic_runs import write_run
 
 CAPTION = "testbed: test (local) · run: r1"

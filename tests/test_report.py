@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 import fastiov_lib
-from fastiov_lib import report
+from fastiov_lib.report import markdown as report
 from synthetic_runs import T0, write_run
 from test_logs import make_original
 
 FIGURES = ["startup_vs_concurrency", "startup_cdf", "stage_breakdown", "ablation", "app_completion"]
-CLI = [sys.executable, "-m", "fastiov_lib.cli"]
+CLI = [sys.executable, "-m", "fastiov_lib.commands.cli"]
 
 
 def local_run(path: Path) -> Path:
@@ -41,7 +41,7 @@ def test_report_writes_every_figure_and_the_claims_table(tmp_path):
 
 
 def test_single_figures_and_experiment_summaries_for_the_bench_notebooks(tmp_path):
-    from fastiov_lib import analysis
+    from fastiov_lib.analysis import stats as analysis
     run = analysis.load_run(local_run(tmp_path / "r"))
     assert report.figure(run, "ablation").axes[0].get_ylabel().endswith("(ms)")
     s = report.experiment_summary(run, "ablation")

@@ -3,7 +3,7 @@ import json
 import threading
 
 from fastiov_lib.config import load_profile, load_testbed, REPO_ROOT
-from fastiov_lib.results import JsonlWriter, PodRecord, create_run_dir, open_run_dir, read_jsonl
+from fastiov_lib.run.rundir import JsonlWriter, PodRecord, create_run_dir, open_run_dir, read_jsonl
 
 
 def pod(i: int, status="ok") -> PodRecord:

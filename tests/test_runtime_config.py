@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fastiov_lib import runtime_config as rc
+from fastiov_lib.testbeds.fastiov_host import runtime_config as rc
 from fastiov_lib.config import load_testbed
-from fastiov_lib.fakehost import build_fake_host, spec_for_testbed
-from fastiov_lib.steps import HostChangesNotAllowed
+from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+from fastiov_lib.hw.host_steps import HostChangesNotAllowed
 
 EXAMPLE = "testbeds/fastiov-e810.example.yaml"
 UPSTREAM = Path("/work/shared/fixtures/upstream-artifact")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fastiov_lib.storage_server import (
+from fastiov_lib.bench.storage_server import (
     RefusedPath, StorageServer, fnv1a64, make_input_file, resolve_request_path,
 )
 
-IMAGES = Path(__file__).resolve().parent.parent / "fastiov_lib" / "images"
+IMAGES = Path(__file__).resolve().parent.parent / "fastiov_lib" / "testbeds" / "local" / "images"
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Virtual SR-IOV host, for real: boot the QEMU/TCG guest, run fastiov_lib.nic against the guest
+"""Virtual SR-IOV host, for real: boot the QEMU/TCG guest, run fastiov_lib.hw.nic against the guest
 kernel's sysfs and one small micro-benchmark round, through the CLI (about a minute on 2 cores)."""
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastiov_lib import config, initramfs, vsriov, vsriov_analysis
+from fastiov_lib import config
+
+from fastiov_lib.testbeds.vsriov import initramfs
+
+from fastiov_lib.testbeds.vsriov import testbed as vsriov
+
+from fastiov_lib.analysis import vsriov as vsriov_analysis
 from fastiov_lib.config import REPO_ROOT
-from fastiov_lib.results import read_jsonl
+from fastiov_lib.run.rundir import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +105,7 @@ def test_guest_runs_the_nic_steps_and_a_benchmark_round(testbed, tmp_path):
 def test_a_guest_that_cannot_boot_ends_fast_with_the_kernels_last_words(testbed, tmp_path):
     from dataclasses import replace
 
-    from fastiov_lib.results import create_run_dir
+    from fastiov_lib.run.rundir import create_run_dir
 
     image = vsriov.prepare_guest(testbed, progress=False)
     empty = initramfs.InitramfsBuilder()

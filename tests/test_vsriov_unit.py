@@ -15,12 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from fastiov_lib import claims, config, vsriov, vsriov_analysis
+from fastiov_lib import config
+
+from fastiov_lib.report import claims
+
+from fastiov_lib.testbeds.vsriov import testbed as vsriov
+
+from fastiov_lib.analysis import vsriov as vsriov_analysis
 from fastiov_lib.config import REPO_ROOT
-from fastiov_lib.results import create_run_dir, read_jsonl
-from fastiov_lib.initramfs import CpioEntry, InitramfsBuilder, InitramfsError, read_cpio_newc, resolve_modules, \
+from fastiov_lib.run.rundir import create_run_dir, read_jsonl
+from fastiov_lib.testbeds.vsriov.initramfs import CpioEntry, InitramfsBuilder, InitramfsError, read_cpio_newc, resolve_modules, \
     write_cpio_newc
-from fastiov_lib.vsriov import GuestPlan, ResultParseError, VsriovError, parse_result_line
+from fastiov_lib.testbeds.vsriov.testbed import GuestPlan, ResultParseError, VsriovError, parse_result_line
 
 CLI = [sys.executable, "-m", "fastiov_lib"]
 
@@ -425,7 +431,7 @@ def test_report_section_writes_png_and_pdf_figures_with_the_emulation_caption(tm
 
 
 def test_report_of_a_vsriov_run_lists_each_claim_once_and_no_empty_pod_figures(tmp_path):
-    from fastiov_lib import report
+    from fastiov_lib.report import markdown as report
 
     run = _write_run(tmp_path)
     text = report.write_report(run).read_text()

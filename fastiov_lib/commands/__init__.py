@@ -1,1 +1,1 @@
-"""Sub-commands of `fastiov-artifact`, one module each (see fastiov_lib.cli)."""
+"""Sub-commands of `fastiov-artifact`, one module each (see fastiov_lib.commands.cli)."""

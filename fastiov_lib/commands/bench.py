@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import load_profile, load_testbed
+from fastiov_lib.config import load_profile, load_testbed
 
 DEFAULT_TESTBED = "testbeds/local.yaml"
 
@@ -30,8 +30,8 @@ def _str_list(text: str) -> list[str]:
 def _bench(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .. import bench
-    from ..results import create_run_dir
+    from fastiov_lib.bench import engine as bench
+    from fastiov_lib.run.rundir import create_run_dir
 
     testbed = load_testbed(args.testbed)
     profile = load_profile(args.profile)
@@ -41,8 +41,7 @@ def _bench(args: argparse.Namespace) -> int:
     results = []
     try:
         results.append(bench.run_startup_sweep(testbed, run, args.concurrency, args.repeats,
-                                               networks=args.network if testbed.kind == "local" else None,
-                                               variants=args.variant, experiment=experiment,
+                                               variants=args.variant or args.network, experiment=experiment,
                                                timeout_s=args.timeout))
         if args.app:
             results.append(bench.run_app_sweep(testbed, run, args.app_concurrency or args.concurrency,

@@ -19,10 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..build import Builder, BuildError, format_build_plan
-    from ..config import load_testbed
-    from ..manifest import ManifestError
-    from ..steps import HostChangesNotAllowed
+    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder, BuildError, format_build_plan
+    from fastiov_lib.config import load_testbed
+    from fastiov_lib.testbeds.fastiov_host.build.manifest import ManifestError
+    from fastiov_lib.hw.host_steps import HostChangesNotAllowed
 
     tb = load_testbed(args.testbed)
     try:

@@ -15,14 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..checks import format_checks
-    from ..config import load_testbed
-    from ..host import run_host_checks
+    from fastiov_lib.testbeds.checks import format_checks
+    from fastiov_lib.config import load_testbed
+    from fastiov_lib.testbeds import backend_for
 
     tb = load_testbed(args.testbed)
     if args.root:
         tb = tb.model_copy(update={"sys_root": Path(args.root)})
-    checks = run_host_checks(tb)
+    checks = backend_for(tb).checks()
     print(format_checks(checks))
     failed = [c.name for c in checks if c.status == "fail"]
     print(f"\n{len(checks)} checks: {len(checks) - len(failed)} without failure, {len(failed)} failed")

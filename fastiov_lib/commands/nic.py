@@ -18,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import nic
-    from ..config import load_testbed
-    from ..steps import HostChangesNotAllowed, format_plan
+    from fastiov_lib.hw import nic
+    from fastiov_lib.config import load_testbed
+    from fastiov_lib.hw.host_steps import HostChangesNotAllowed, format_plan
 
     tb = load_testbed(args.testbed)
     root = Path(args.root) if args.root else None
@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         if root is None or root.resolve() == Path("/"):
             print("error: fake-tree needs --root pointing at a new directory, not /")
             return 2
-        from ..fakehost import build_fake_host, spec_for_testbed
+        from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
 
         build_fake_host(root, spec_for_testbed(tb, hugepages_2m=0), tb)
         print(f"fake host tree for {tb.name} written to {root} (apply/release there react like the kernel)")

@@ -10,9 +10,9 @@ def _report(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a terminal has no display; figures go to files
-    from ..claims import evaluate_claims
-    from ..report import write_report
-    from ..results import open_run_dir
+    from fastiov_lib.report.claims import evaluate_claims
+    from fastiov_lib.report.markdown import write_report
+    from fastiov_lib.run.rundir import open_run_dir
 
     try:
         run = open_run_dir(args.run_dir)
@@ -29,7 +29,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _import_original(args: argparse.Namespace) -> int:
-    from ..logs import import_original_results
+    from fastiov_lib.analysis.parsers import import_original_results
 
     try:
         run, report = import_original_results(args.src, args.out, variant=args.variant, network=args.network)

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-from ..config import Testbed, load_profile, load_testbed, parse_override
-from ..pipeline import NOTEBOOK_ORDER, NotebookFailed, adopt_outputs, notebook_path, parameters_for, \
+from fastiov_lib.config import Testbed, load_profile, load_testbed, parse_override
+from fastiov_lib.notebook.pipeline import NOTEBOOK_ORDER, NotebookFailed, adopt_outputs, notebook_path, parameters_for, \
     reproduce, run_notebook
-from ..results import create_run_dir
+from fastiov_lib.run.rundir import create_run_dir
+from fastiov_lib.testbeds import backend_for
 
 DEFAULT_TESTBED = "testbeds/local.yaml"
 
@@ -19,14 +19,8 @@ def _overrides(items: list[str] | None) -> dict:
 
 
 def _teardown(testbed: Testbed) -> None:
-    """The pipeline owns the local testbed's lifecycle: stop it when the run ends, however it ends."""
-    if testbed.kind != "local":
-        return
-    try:
-        local_testbed = importlib.import_module("fastiov_lib.local_testbed")
-    except ImportError:
-        return
-    local_testbed.down(testbed)
+    """The pipeline owns the testbed's lifecycle: tear it down when the run ends, however it ends."""
+    backend_for(testbed).down()
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -18,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import runtime_config as rc
-    from ..config import ConfigError, load_testbed
-    from ..steps import HostChangesNotAllowed, format_plan
+    from fastiov_lib.testbeds.fastiov_host import runtime_config as rc
+    from fastiov_lib.config import ConfigError, load_testbed
+    from fastiov_lib.hw.host_steps import HostChangesNotAllowed, format_plan
 
     if args.action == "list":
         print(format_plan(rc.variant_table()))

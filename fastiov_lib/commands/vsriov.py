@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import load_profile, load_testbed
-from ..results import create_run_dir
+from fastiov_lib.config import load_profile, load_testbed
+from fastiov_lib.run.rundir import create_run_dir
 
 DEFAULT_TESTBED = "testbeds/vsriov.yaml"
 
@@ -19,11 +19,11 @@ def _run_dir(args: argparse.Namespace, testbed, profile):
 
 
 def _session(args: argparse.Namespace, benchmarks: bool) -> int:
-    from .. import vsriov
+    from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
     testbed = load_testbed(args.testbed)
-    if testbed.kind != "vsriov":
-        print(f"error: {testbed.source_path}: kind is {testbed.kind!r}, expected 'vsriov'", file=sys.stderr)
+    if testbed.vsriov is None:
+        print(f"error: {testbed.source_path}: not a virtual SR-IOV host: kind expected 'vsriov'", file=sys.stderr)
         return 2
     profile = load_profile(args.profile)
     try:
@@ -43,7 +43,7 @@ def _session(args: argparse.Namespace, benchmarks: bool) -> int:
     for key, value in result.summary().items():
         print(f"{key:>14}: {value}")
     if result.ok and benchmarks:
-        from .. import vsriov_analysis
+        from fastiov_lib.analysis import vsriov as vsriov_analysis
 
         print()
         print(vsriov_analysis.summary_table(run.path).to_string(index=False))
@@ -56,7 +56,7 @@ def _session(args: argparse.Namespace, benchmarks: bool) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .. import vsriov
+    from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
     testbed = load_testbed(args.testbed)
     for step in vsriov.plan_setup(testbed):
@@ -66,7 +66,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    from .. import vsriov
+    from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
     testbed = load_testbed(args.testbed)
     try:
@@ -82,7 +82,7 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _clean(args: argparse.Namespace) -> int:
-    from .. import vsriov
+    from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
     testbed = load_testbed(args.testbed)
     for path in vsriov.clean(testbed, keep_downloads=not args.all):
@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run_opts.add_argument("--out", help="run directory to create or resume (default: results/<new run id>)")
     run_opts.add_argument("--quiet", action="store_true", help="no progress bars")
     up = actions.add_parser("up", parents=[common, run_opts],
-                            help="set up, boot the guest and run the NIC steps (fastiov_lib.nic) in it")
+                            help="set up, boot the guest and run the NIC steps (fastiov_lib.hw.nic) in it")
     up.set_defaults(func=lambda a: _session(a, benchmarks=False))
     bench = actions.add_parser("bench", parents=[common, run_opts],
                                help="as `up`, plus the micro-benchmarks (VF enable, bind, VFIO open/reset, MAP_DMA)")

@@ -1,0 +1,1 @@
+"""Reading run directories: the Run model, latency derivation, statistics, stage records, importers."""

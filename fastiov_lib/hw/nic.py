@@ -1,0 +1,626 @@
+"""SR-IOV NIC preparation: discover PFs, hugepages, create VFs, bind them to vfio-pci, guards.
+
+Everything goes through the kernel's file protocol below a root path (`/` on a real host, a
+generated tree in tests, `/` inside the virtual SR-IOV guest):
+- `sys/bus/pci/devices/<PF>/sriov_totalvfs|sriov_numvfs|sriov_drivers_autoprobe|sriov_offset|sriov_stride`
+- `sys/bus/pci/devices/<PF>/virtfn<i>` links give the VF addresses (never a hard-coded bus scheme)
+- `sys/bus/pci/devices/<VF>/driver_override`, `sys/bus/pci/drivers/<drv>/unbind`, `sys/bus/pci/drivers_probe`
+- `sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`
+- `proc/net/route`, `proc/net/if_inet6` for the guards.
+Every write goes through a `SysfsWriter`, so a test tree can react to it like the kernel does.
+
+This module runs inside a minimal QEMU guest too: it imports only the standard library and
+`fastiov_lib.hw.host_steps` (itself stdlib-only). The functions `prepare_vfs` / `release_vfs` need no
+Testbed object.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
+
+from fastiov_lib.hw.host_steps import Action, HostChangesNotAllowed, Step, require_host_changes
+
+if TYPE_CHECKING:  # only for type hints: the guest path must not need pydantic models
+    from fastiov_lib.config import Testbed
+
+NIC_RECORDS_FILE = "nic.jsonl"
+HUGEPAGES_2M = "sys/kernel/mm/hugepages/hugepages-2048kB"
+_PCI_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$")
+
+
+class NicError(RuntimeError):
+    """A NIC operation failed or was refused; the message names the device and the file."""
+
+
+class GuardError(NicError):
+    """A guard refused the operation before anything was written."""
+
+
+class SysfsWriter(Protocol):
+    """Writes one value to one sysfs/procfs file (the only way this module changes anything)."""
+
+    def write(self, path: Path, value: str) -> None: ...
+
+
+class KernelSysfsWriter:
+    """The real protocol: open, write the value in one write(2), close; the kernel's errno surfaces."""
+
+    def write(self, path: Path, value: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+
+FAKE_HOST_MARKER = ".fastiov-fake-host"  # written at the top of trees made by fastiov_lib.hw.fake_sysfs
+
+
+def default_writer(root: Path) -> SysfsWriter:
+    """The kernel's protocol; a generated fake tree (it has the marker file) gets its reactive writer."""
+    if (Path(root) / FAKE_HOST_MARKER).is_file():
+        from fastiov_lib.hw.fake_sysfs import FakeSysfs
+
+        return FakeSysfs(Path(root))
+    return KernelSysfsWriter()
+
+
+@dataclass(frozen=True)
+class SysfsWrite:
+    """One write made (or planned): file, value, why, and how long it took when made."""
+
+    path: str
+    value: str
+    why: str
+    duration_ns: int | None = None
+
+
+@dataclass
+class PhysicalFunction:
+    """A PCI device that can host VFs, as seen in sysfs."""
+
+    address: str
+    total_vfs: int
+    num_vfs: int
+    driver: str | None
+    netdevs: list[str]
+    vfs: list[str]
+    autoprobe: int | None
+    offset: int | None
+    stride: int | None
+
+
+@dataclass
+class NicReport:
+    """What prepare_vfs / release_vfs did on one PF: VFs, bindings, timings, skipped parts."""
+
+    pf: str
+    requested_vfs: int
+    vfs: list[str] = field(default_factory=list)
+    drivers: dict[str, str | None] = field(default_factory=dict)
+    writes: list[SysfsWrite] = field(default_factory=list)
+    timings: list[dict[str, Any]] = field(default_factory=list)  # records for nic.jsonl
+    registered: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"what", "reason"}
+    records_file: str | None = None  # when set, each timing is appended here as it is measured
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def timing_rows(self) -> list[dict[str, Any]]:
+        return list(self.timings)
+
+
+# ---------------------------------------------------------------- reading the kernel's files
+
+def pci_dir(root: Path, address: str) -> Path:
+    return Path(root) / "sys/bus/pci/devices" / address
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def parse_pci(address: str) -> tuple[int, int, int, int]:
+    """(domain, bus, device, function) of `DDDD:BB:DD.F`; NicError when malformed."""
+    m = _PCI_RE.match(address)
+    if not m:
+        raise NicError(f"{address!r} is not a PCI address of the form DDDD:BB:DD.F")
+    return int(m[1], 16), int(m[2], 16), int(m[3], 16), int(m[4], 16)
+
+
+def format_pci(domain: int, bus: int, dev: int, fn: int) -> str:
+    return f"{domain:04x}:{bus:02x}:{dev:02x}.{fn:x}"
+
+
+def current_driver(root: Path, address: str) -> str | None:
+    """Name of the driver bound to a device (basename of its `driver` link), or None."""
+    link = pci_dir(root, address) / "driver"
+    try:
+        return os.path.basename(os.readlink(link))
+    except OSError:
+        return None
+
+
+def netdevs_of(root: Path, address: str) -> list[str]:
+    """Network interfaces the device provides (entries of its `net/` directory)."""
+    try:
+        return sorted(os.listdir(pci_dir(root, address) / "net"))
+    except OSError:
+        return []
+
+
+def list_vfs(root: Path, pf: str) -> list[str]:
+    """VF addresses of a PF from its `virtfn<i>` links, ordered by i."""
+    d = pci_dir(root, pf)
+    found: list[tuple[int, str]] = []
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith("virtfn") and name[6:].isdigit():
+            try:
+                found.append((int(name[6:]), os.path.basename(os.readlink(d / name))))
+            except OSError:
+                continue
+    return [addr for _, addr in sorted(found)]
+
+
+def describe_pf(root: Path, pf: str) -> PhysicalFunction:
+    """Read a PF's SR-IOV state; NicError if it does not exist or is not SR-IOV capable."""
+    parse_pci(pf)
+    d = pci_dir(root, pf)
+    if not d.exists():
+        raise NicError(f"{pf}: no such PCI device ({d} is missing)")
+    total = _read_int(d / "sriov_totalvfs")
+    if total is None or total <= 0:
+        raise GuardError(f"{pf}: not SR-IOV capable ({d / 'sriov_totalvfs'} is missing or 0)")
+    return PhysicalFunction(
+        address=pf, total_vfs=total, num_vfs=_read_int(d / "sriov_numvfs") or 0,
+        driver=current_driver(root, pf), netdevs=netdevs_of(root, pf), vfs=list_vfs(root, pf),
+        autoprobe=_read_int(d / "sriov_drivers_autoprobe"), offset=_read_int(d / "sriov_offset"),
+        stride=_read_int(d / "sriov_stride"),
+    )
+
+
+def discover_pfs(root: Path) -> list[PhysicalFunction]:
+    """Every PCI device below `root` with a non-zero `sriov_totalvfs`."""
+    base = Path(root) / "sys/bus/pci/devices"
+    out: list[PhysicalFunction] = []
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return out
+    for name in names:
+        if (_read_int(base / name / "sriov_totalvfs") or 0) > 0:
+            out.append(describe_pf(root, name))
+    return out
+
+
+def predict_vf_addresses(pf: PhysicalFunction, count: int) -> list[str]:
+    """The addresses the kernel will give VFs 0..count-1 (PF routing id + offset + i*stride).
+
+    Used only to show a plan before the VFs exist; apply() reads the real `virtfn<i>` links.
+    """
+    if pf.offset is None or pf.stride is None:
+        return [f"{pf.address}/virtfn{i}" for i in range(count)]
+    domain, bus, dev, fn = parse_pci(pf.address)
+    rid = (bus << 8) | (dev << 3) | fn
+    out = []
+    for i in range(count):
+        r = rid + pf.offset + i * pf.stride
+        out.append(format_pci(domain, (r >> 8) & 0xFF, (r >> 3) & 0x1F, r & 0x7))
+    return out
+
+
+@dataclass(frozen=True)
+class Route:
+    iface: str
+    destination: str
+    gateway: str
+    mask: str
+
+
+def read_routes(root: Path) -> list[Route]:
+    """IPv4 routes from `proc/net/route` (hex fields as the kernel prints them)."""
+    text = _read(Path(root) / "proc/net/route")
+    routes: list[Route] = []
+    if not text:
+        return routes
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8:
+            routes.append(Route(parts[0], parts[1], parts[2], parts[7]))
+    return routes
+
+
+def global_ipv6(root: Path) -> dict[str, list[str]]:
+    """Non-link-local IPv6 addresses per interface from `proc/net/if_inet6`."""
+    text = _read(Path(root) / "proc/net/if_inet6")
+    out: dict[str, list[str]] = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[3] != "20":  # scope 0x20 = link-local
+            out.setdefault(parts[5], []).append(parts[0])
+    return out
+
+
+def guard_problems(root: Path, pf: str, num_vfs: int, netdevs: Iterable[str] = ()) -> list[str]:
+    """Reasons to refuse touching `pf` (empty when it is safe): the guards, checked before writing."""
+    try:
+        info = describe_pf(root, pf)
+    except NicError as exc:
+        return [str(exc)]
+    problems = []
+    if num_vfs < 0:
+        problems.append(f"{pf}: numvfs {num_vfs} is negative")
+    if num_vfs > info.total_vfs:
+        problems.append(f"{pf}: numvfs {num_vfs} is above sriov_totalvfs {info.total_vfs}")
+    names = set(info.netdevs) | set(netdevs)
+    routes = read_routes(root)
+    v6 = global_ipv6(root)
+    for name in sorted(names):
+        if any(r.iface == name and r.destination == "00000000" and r.mask == "00000000" for r in routes):
+            problems.append(f"{pf}: its interface {name} carries the default route "
+                            f"(proc/net/route); creating VFs can cut this host off the network")
+        elif any(r.iface == name for r in routes):
+            problems.append(f"{pf}: its interface {name} has an IPv4 address in use (a route in proc/net/route)")
+        if name in v6:
+            problems.append(f"{pf}: its interface {name} has a global IPv6 address in use (proc/net/if_inet6)")
+    return problems
+
+
+# ---------------------------------------------------------------- planning
+
+def plan_hugepages(root: Path, count: int) -> list[SysfsWrite]:
+    """The write that sets the 2 MiB hugepage pool to `count` (none if it is already there)."""
+    path = Path(root) / HUGEPAGES_2M / "nr_hugepages"
+    if _read_int(path) == count:
+        return []
+    return [SysfsWrite(str(path), str(count), f"reserve {count} x 2 MiB hugepages for the VMs' memory")]
+
+
+def plan_pf_writes(root: Path, pf: str, num_vfs: int, driver: str = "vfio-pci",
+                   autoprobe_off: bool = True) -> list[SysfsWrite]:
+    """Every sysfs write prepare_vfs would make on `pf`, from its current state.
+
+    VF addresses not yet created are predicted from sriov_offset/stride (labelled as such).
+    """
+    info = describe_pf(root, pf)
+    d = pci_dir(root, pf)
+    writes: list[SysfsWrite] = []
+    if autoprobe_off and info.autoprobe != 0:
+        writes.append(SysfsWrite(str(d / "sriov_drivers_autoprobe"), "0",
+                                 "keep host VF drivers from grabbing new VFs"))
+    if info.num_vfs != num_vfs:
+        if info.num_vfs != 0:
+            writes.append(SysfsWrite(str(d / "sriov_numvfs"), "0",
+                                     f"the kernel refuses a new count while {info.num_vfs} VFs exist"))
+        if num_vfs:
+            writes.append(SysfsWrite(str(d / "sriov_numvfs"), str(num_vfs), f"create {num_vfs} VFs (timed)"))
+        vfs = predict_vf_addresses(info, num_vfs)
+        drivers: dict[str, str | None] = {vf: None for vf in vfs}
+        predicted = " (address predicted from sriov_offset/stride)"
+    else:
+        vfs = info.vfs
+        drivers = {vf: current_driver(root, vf) for vf in vfs}
+        predicted = ""
+    for vf in vfs:
+        writes.extend(_bind_writes(root, vf, drivers[vf], driver, predicted))
+    return writes
+
+
+def _bind_writes(root: Path, vf: str, cur: str | None, driver: str, note: str = "") -> list[SysfsWrite]:
+    if cur == driver:
+        return []
+    base = Path(root) / "sys/bus/pci"
+    writes = [SysfsWrite(str(base / "devices" / vf / "driver_override"), driver,
+                         f"only {driver} may claim {vf}{note}")]
+    if cur is not None:
+        writes.append(SysfsWrite(str(base / "drivers" / cur / "unbind"), vf, f"release {vf} from {cur}"))
+    writes.append(SysfsWrite(str(base / "drivers_probe"), vf, f"let the kernel bind {vf} to {driver}"))
+    return writes
+
+
+# ---------------------------------------------------------------- acting
+
+def _timed_write(writer: SysfsWriter, path: Path, value: str, why: str, report: NicReport,
+                 lock: threading.Lock | None = None) -> int:
+    t0 = time.monotonic_ns()
+    try:
+        writer.write(Path(path), value)
+    except OSError as exc:
+        raise NicError(f"writing {value!r} to {path} failed: "
+                       f"{errno.errorcode.get(exc.errno or 0, exc.errno)} {exc.strerror}") from exc
+    dt = time.monotonic_ns() - t0
+    rec = SysfsWrite(str(path), value, why, dt)
+    if lock is not None:
+        with lock:
+            report.writes.append(rec)
+    else:
+        report.writes.append(rec)
+    return dt
+
+
+def _timing(report: NicReport, event: str, duration_ns: int, **extra: Any) -> None:
+    rec = {"event": event, "pf": report.pf, "duration_ns": duration_ns, "wall_ns": time.time_ns(), **extra}
+    report.timings.append(rec)
+    if report.records_file:
+        append_records(Path(report.records_file), [rec])
+
+
+def allocate_hugepages(root: Path, count: int, writer: SysfsWriter | None = None) -> dict[str, Any]:
+    """Set the 2 MiB hugepage pool to `count`; returns requested/got/duration (got may be less)."""
+    writer = writer or default_writer(root)
+    path = Path(root) / HUGEPAGES_2M / "nr_hugepages"
+    if not path.exists():
+        raise NicError(f"{path}: missing (no 2 MiB hugepage support in this kernel)")
+    t0 = time.monotonic_ns()
+    if _read_int(path) != count:
+        try:
+            writer.write(path, str(count))
+        except OSError as exc:
+            raise NicError(f"writing {count} to {path} failed: {exc.strerror}") from exc
+    got = _read_int(path) or 0
+    return {"event": "hugepages", "requested": count, "got": got, "duration_ns": time.monotonic_ns() - t0,
+            "wall_ns": time.time_ns(), "ok": got >= count}
+
+
+def register_device_sets(root: Path, vfs: list[str], device: Path | str | None,
+                         request: int | None, report: NicReport) -> None:
+    """Register each VF as its own VFIO device set with the fastiov module (an ioctl per VF).
+
+    A no-op with a recorded reason when the module's node is absent, is not a character device,
+    or the ioctl request number is not configured. The argument is the VF's address as a
+    NUL-terminated string (the module's interface is not documented upstream; see the testbed file).
+    """
+    if device is None:
+        report.skipped.append({"what": "fastiov device-set registration", "reason": "no device node configured"})
+        return
+    node = Path(root) / str(device).lstrip("/")
+    if not node.exists():
+        report.skipped.append({"what": "fastiov device-set registration",
+                               "reason": f"{node} absent (fastiov module not loaded)"})
+        return
+    if not stat.S_ISCHR(node.stat().st_mode):
+        report.skipped.append({"what": "fastiov device-set registration",
+                               "reason": f"{node} is not a character device"})
+        return
+    if request is None:
+        report.skipped.append({"what": "fastiov device-set registration",
+                               "reason": "fastiov_register_ioctl not set in the testbed file"})
+        return
+    fd = os.open(node, os.O_RDWR)
+    try:
+        for vf in vfs:
+            buf = vf.encode().ljust(32, b"\0")
+            t0 = time.monotonic_ns()
+            try:
+                fcntl.ioctl(fd, request, buf)
+            except OSError as exc:
+                raise NicError(f"{node}: ioctl {request:#x} for {vf} failed: {exc.strerror}") from exc
+            _timing(report, "register_device_set", time.monotonic_ns() - t0, vf=vf)
+            report.registered.append(vf)
+    finally:
+        os.close(fd)
+
+
+def _bind_one(root: Path, vf: str, driver: str, writer: SysfsWriter, report: NicReport,
+              lock: threading.Lock) -> tuple[str, str | None, int]:
+    t0 = time.monotonic_ns()
+    for w in _bind_writes(root, vf, current_driver(root, vf), driver):
+        _timed_write(writer, Path(w.path), w.value, w.why, report, lock)
+    got = current_driver(root, vf)
+    return vf, got, time.monotonic_ns() - t0
+
+
+def bind_vfs(root: Path, vfs: list[str], driver: str = "vfio-pci", writer: SysfsWriter | None = None,
+             threads: int = 8, report: NicReport | None = None) -> NicReport:
+    """Bind VFs to `driver` via driver_override + unbind + drivers_probe, `threads` at a time."""
+    writer = writer or default_writer(root)
+    report = report or NicReport(pf="", requested_vfs=len(vfs), vfs=list(vfs))
+    if not (Path(root) / "sys/bus/pci/drivers" / driver).is_dir():
+        raise NicError(f"driver {driver!r} is not loaded ({Path(root) / 'sys/bus/pci/drivers' / driver} "
+                       f"missing); modprobe {driver.replace('-', '_')}")
+    lock = threading.Lock()
+    t0 = time.monotonic_ns()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(lambda vf: _bind_one(root, vf, driver, writer, report, lock), vfs))
+    total = time.monotonic_ns() - t0
+    wrong = []
+    for vf, got, dt in results:
+        report.drivers[vf] = got
+        _timing(report, "bind_vf", dt, vf=vf, driver=got)
+        if got != driver:
+            wrong.append(f"{vf} -> {got}")
+    _timing(report, "bind_all", total, count=len(vfs), threads=threads)
+    if wrong:
+        raise NicError(f"after binding, these VFs are not on {driver}: {', '.join(wrong)}")
+    return report
+
+
+def prepare_vfs(root: Path, pf: str, num_vfs: int, driver: str = "vfio-pci", autoprobe_off: bool = True,
+                writer: SysfsWriter | None = None, threads: int = 8, netdevs: Iterable[str] = (),
+                fastiov_device: Path | str | None = None, register_ioctl: int | None = None,
+                records_file: Path | None = None) -> NicReport:
+    """Create `num_vfs` VFs on `pf` (timed) and bind each to `driver`; guards first, idempotent.
+
+    Needs no Testbed: usable on a real host (root "/"), a fake tree, or inside a guest. Raises
+    GuardError before any write when the PF carries the default route or an address in use, is not
+    SR-IOV capable, or num_vfs exceeds sriov_totalvfs.
+    """
+    root = Path(root)
+    writer = writer or default_writer(root)
+    problems = guard_problems(root, pf, num_vfs, netdevs)
+    if problems:
+        raise GuardError("; ".join(problems))
+    report = NicReport(pf=pf, requested_vfs=num_vfs, records_file=str(records_file) if records_file else None)
+    d = pci_dir(root, pf)
+    info = describe_pf(root, pf)
+    if autoprobe_off and info.autoprobe != 0:
+        _timed_write(writer, d / "sriov_drivers_autoprobe", "0", "keep host VF drivers off new VFs", report)
+    if info.num_vfs != num_vfs:
+        if info.num_vfs != 0:
+            dt = _timed_write(writer, d / "sriov_numvfs", "0", "reset the VF count", report)
+            _timing(report, "disable_vfs", dt, num_vfs=info.num_vfs)
+        if num_vfs:
+            dt = _timed_write(writer, d / "sriov_numvfs", str(num_vfs), f"create {num_vfs} VFs", report)
+            _timing(report, "create_vfs", dt, num_vfs=num_vfs)
+    else:
+        report.skipped.append({"what": "create VFs", "reason": f"{num_vfs} VFs already exist"})
+    report.vfs = list_vfs(root, pf)
+    if len(report.vfs) != num_vfs:
+        raise NicError(f"{pf}: asked for {num_vfs} VFs, sysfs shows {len(report.vfs)} virtfn links")
+    register_device_sets(root, report.vfs, fastiov_device, register_ioctl, report)
+    if report.vfs:
+        bind_vfs(root, report.vfs, driver, writer, threads, report)
+    return report
+
+
+def release_vfs(root: Path, pf: str, writer: SysfsWriter | None = None, restore_autoprobe: bool = True,
+                records_file: Path | None = None) -> NicReport:
+    """Undo prepare_vfs: clear overrides, unbind the VFs, remove them, re-enable autoprobe."""
+    root = Path(root)
+    writer = writer or default_writer(root)
+    info = describe_pf(root, pf)
+    report = NicReport(pf=pf, requested_vfs=0, vfs=info.vfs,
+                       records_file=str(records_file) if records_file else None)
+    base = root / "sys/bus/pci"
+    for vf in info.vfs:
+        if (_read(base / "devices" / vf / "driver_override") or "(null)") != "(null)":
+            _timed_write(writer, base / "devices" / vf / "driver_override", "\n", "clear the override", report)
+        cur = current_driver(root, vf)
+        if cur is not None:
+            _timed_write(writer, base / "drivers" / cur / "unbind", vf, f"release {vf} from {cur}", report)
+    if info.num_vfs:
+        dt = _timed_write(writer, pci_dir(root, pf) / "sriov_numvfs", "0", "remove the VFs", report)
+        _timing(report, "disable_vfs", dt, num_vfs=info.num_vfs)
+    if restore_autoprobe and info.autoprobe == 0:
+        _timed_write(writer, pci_dir(root, pf) / "sriov_drivers_autoprobe", "1", "kernel default", report)
+    return report
+
+
+def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append JSON lines and flush them to disk (an interrupted run keeps what it measured)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, default=str, separators=(",", ":")) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ---------------------------------------------------------------- testbed level
+
+def _settings(testbed: "Testbed"):
+    if testbed.fastiov is None:
+        raise NicError(f"testbed {testbed.name!r} has no 'fastiov:' section (a real FastIOV host)")
+    return testbed.fastiov
+
+
+def nic_steps(testbed: "Testbed", root: Path | None = None) -> list[Step]:
+    """The NIC set-up of a fastiov testbed as plan steps: hugepages, then per PF every write."""
+    s = _settings(testbed)
+    root = Path(root or testbed.sys_root)
+    steps = [Step("hugepages", [Action("write", w.path, w.value, w.why)
+                                for w in plan_hugepages(root, s.hugepages_2m)])]
+    for pf in s.pfs:
+        acts = [Action("write", w.path, w.value, w.why)
+                for w in plan_pf_writes(root, pf, s.vfs_per_pf, s.vf_driver)]
+        dev = root / str(s.fastiov_device).lstrip("/")
+        first_bind = sum(1 for a in acts if "/sriov_" in a.target)  # register after create, before bind
+        acts.insert(first_bind,
+                    Action("ioctl", str(dev), f"register {s.vfs_per_pf} VFs of {pf}",
+                           "one VFIO device set per VF (fastiov module), before binding"
+                           + ("" if dev.exists() else "; node absent now: will be skipped")
+                           + ("" if s.fastiov_register_ioctl is not None
+                              else "; fastiov_register_ioctl not set: will be skipped")))
+        steps.append(Step(f"vfs {pf}", acts))
+    return steps
+
+
+def nic_guard_problems(testbed: "Testbed", root: Path | None = None) -> list[str]:
+    """Every guard violation of the testbed's PFs (empty when the NIC set-up is safe to apply)."""
+    s = _settings(testbed)
+    root = Path(root or testbed.sys_root)
+    out: list[str] = []
+    for pf in s.pfs:
+        out.extend(guard_problems(root, pf, s.vfs_per_pf, s.pf_netdevs))
+    return out
+
+
+def nic_plan(testbed: "Testbed", root: Path | None = None) -> list[dict[str, str]]:
+    """Plan rows (step, action, target, value, why) of the NIC set-up; nothing is written."""
+    rows: list[dict[str, str]] = []
+    for step in nic_steps(testbed, root):
+        rows.extend(step.plan())
+    return rows
+
+
+def nic_apply(testbed: "Testbed", run_path: Path | None = None, root: Path | None = None,
+              writer: SysfsWriter | None = None) -> list[NicReport]:
+    """Hugepages, then create and bind the VFs of every PF; timings appended to <run>/nic.jsonl.
+
+    Refused without `allow_host_changes: true`; all guards are checked before the first write.
+    """
+    s = _settings(testbed)
+    require_host_changes(testbed.allow_host_changes, "NIC set-up", str(testbed.source_path or ""))
+    root = Path(root or testbed.sys_root)
+    problems = nic_guard_problems(testbed, root)
+    if problems:
+        raise GuardError("; ".join(problems))
+    records_file = Path(run_path) / NIC_RECORDS_FILE if run_path else None
+    hp = allocate_hugepages(root, s.hugepages_2m, writer)
+    if records_file:
+        append_records(records_file, [hp])
+    reports = []
+    for pf in s.pfs:
+        rep = prepare_vfs(root, pf, s.vfs_per_pf, s.vf_driver, True, writer, s.bind_threads,
+                          s.pf_netdevs, s.fastiov_device, s.fastiov_register_ioctl, records_file)
+        if records_file and rep.skipped:
+            append_records(records_file, [{"event": "skipped", "pf": pf, **sk} for sk in rep.skipped])
+        reports.append(rep)
+    return reports
+
+
+def nic_release(testbed: "Testbed", run_path: Path | None = None, root: Path | None = None,
+                writer: SysfsWriter | None = None) -> list[NicReport]:
+    """Remove the VFs of every PF again (guarded like nic_apply)."""
+    s = _settings(testbed)
+    require_host_changes(testbed.allow_host_changes, "NIC release", str(testbed.source_path or ""))
+    root = Path(root or testbed.sys_root)
+    records_file = Path(run_path) / NIC_RECORDS_FILE if run_path else None
+    return [release_vfs(root, pf, writer, records_file=records_file) for pf in s.pfs]
+
+
+__all__ = [
+    "GuardError", "HostChangesNotAllowed", "KernelSysfsWriter", "NicError", "NicReport", "PhysicalFunction",
+    "SysfsWrite", "SysfsWriter", "allocate_hugepages", "bind_vfs", "describe_pf", "discover_pfs",
+    "guard_problems", "list_vfs", "nic_apply", "nic_plan", "nic_release", "nic_steps", "plan_pf_writes",
+    "prepare_vfs", "release_vfs",
+]

@@ -1,0 +1,1 @@
+"""What the notebooks call: the session, per-notebook steps, the papermill pipeline."""

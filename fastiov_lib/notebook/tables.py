@@ -1,0 +1,40 @@
+"""Turning what library calls return into the DataFrames a notebook shows."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def as_frame(obj: Any) -> pd.DataFrame:
+    """A DataFrame from a DataFrame, records, a dataclass, a pydantic model or a dict."""
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    for attr in ("to_frame", "as_frame", "table"):
+        fn = getattr(obj, attr, None)
+        if callable(fn):
+            return fn()
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    if isinstance(obj, dict):
+        return pd.DataFrame([{k: (v if not isinstance(v, (list, dict)) else json.dumps(v, default=str)[:200])
+                              for k, v in obj.items()}])
+    if isinstance(obj, list):
+        return pd.DataFrame([dataclasses.asdict(o) if dataclasses.is_dataclass(o) else o for o in obj])
+    return pd.DataFrame([{"result": str(obj)}])
+
+
+def read_records_frame(path: Path, first: list[str]) -> pd.DataFrame:
+    """The records of a JSONL file as a DataFrame, the `first` columns leading."""
+    from fastiov_lib.run.rundir import read_jsonl
+
+    records, _ = read_jsonl(Path(path))
+    df = pd.DataFrame(records)
+    if not len(df):
+        return pd.DataFrame(columns=first)
+    return df[[c for c in first if c in df] + [c for c in df if c not in first]]

@@ -1,0 +1,1 @@
+"""Reporting: claims, figures, the markdown report, the explorer widget."""

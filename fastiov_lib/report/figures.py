@@ -1,0 +1,325 @@
+"""Figures (seaborn): one function per paper figure; each takes a DataFrame and returns a Figure.
+
+Every figure has axis labels with units and a caption line naming the testbed and run, and looks
+the same inline in JupyterLab and in the PDF (fixed size, one style, colour-blind palette).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import io
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from fastiov_lib.analysis import stats as analysis
+
+FIGSIZE = (7.0, 4.2)
+EXPERIMENT_ORDER = ["startup", "ablation", "app"]
+# variants the paper names, in the order the paper discusses them; others follow alphabetically
+KNOWN_ORDER = ["none", "no-network", "bridge", "ipvtap", "macvlan", "ipvlan", "hostdev", "sriov",
+               "vanilla", "original", "fastiov"]
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """The artifact's one plotting style (scoped: does not change the caller's rcParams)."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15), \
+            matplotlib.rc_context({"figure.dpi": 110, "savefig.dpi": 200, "pdf.fonttype": 42,
+                                   "axes.titleweight": "bold", "legend.frameon": False}):
+        yield
+
+
+def variant_order(variants: Sequence[str]) -> list[str]:
+    """Variants in a stable order (the paper's order first, then alphabetical)."""
+    uniq = list(dict.fromkeys(str(v) for v in variants))
+    known = [v for v in KNOWN_ORDER if v in uniq]
+    return known + sorted(v for v in uniq if v not in known)
+
+
+def variant_palette(variants: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One colour per variant, stable across figures of a run."""
+    order = variant_order(variants)
+    colours = sns.color_palette("colorblind", max(len(order), 1))
+    return dict(zip(order, colours))
+
+
+class ReportFigure(Figure):
+    """A matplotlib Figure that shows itself as PNG in Jupyter (it is made without pyplot)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
+def _new_figure(ncols: int = 1, width: float | None = None, share: bool = False,
+                share_y: bool | None = None) -> tuple[Figure, np.ndarray]:
+    """A figure with `ncols` panels: one row up to 3, then rows of 2 (4 panels = 2 x 2)."""
+    cols = ncols if ncols <= 3 else 2
+    rows = -(-ncols // cols)
+    w = width or (FIGSIZE[0] if cols == 1 else min(4.2 * cols, 12.6))
+    h = FIGSIZE[1] if rows == 1 else 3.0 * rows + 0.6
+    # not through pyplot: no global figure registry, nothing shown twice inline, nothing to close
+    fig = ReportFigure(figsize=(w, h), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=share,
+                        sharey=share if share_y is None else share_y).ravel()
+    for extra in axes[ncols:]:
+        extra.set_visible(False)
+    return fig, axes[:ncols]
+
+
+def _caption(fig: Figure, caption: str) -> None:
+    if caption:
+        fig.get_layout_engine().set(h_pad=0.08)
+        fig.supxlabel(caption, fontsize=8, color="0.35", fontweight="normal")
+
+
+def _empty(fig: Figure, ax: Axes, message: str, caption: str, title: str) -> Figure:
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.3",
+            wrap=True)
+    ax.set_title(title)
+    _caption(fig, caption)
+    return fig
+
+
+def _maybe_log_x(ax: Axes, levels: Sequence[int]) -> None:
+    levels = sorted(set(int(x) for x in levels))
+    if levels and levels[0] > 0 and levels[-1] / levels[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(levels)
+    ax.set_xticklabels([str(x) for x in levels])
+    ax.minorticks_off()
+
+
+def startup_vs_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "startup_ms",
+                           experiment: str | None = "startup") -> Figure:
+    """Startup latency vs concurrency per variant: median line, band up to the p99 (dashed)."""
+    with style():
+        fig, (ax,) = _new_figure()
+        df = pods if experiment is None or experiment not in set(pods.get("experiment", [])) \
+            else pods[pods["experiment"] == experiment]
+        s = analysis.summarise(df, value=value, by=("variant", "concurrency"))
+        s = s.dropna(subset=["p50_ms"])
+        title = "Pod startup latency vs concurrency"
+        if s.empty:
+            return _empty(fig, ax, "no successful pods to plot", caption, title)
+        pal = variant_palette(s["variant"])
+        for v in variant_order(s["variant"]):
+            g = s[s["variant"] == v].sort_values("concurrency")
+            c = pal[v]
+            ax.plot(g["concurrency"], g["p50_ms"], marker="o", color=c, label=f"{v} (median)")
+            ax.fill_between(g["concurrency"], g["p50_ms"], g["p99_ms"], color=c, alpha=0.18, linewidth=0)
+            ax.plot(g["concurrency"], g["p99_ms"], ls="--", lw=1, color=c, label=f"{v} (p99)")
+        _maybe_log_x(ax, s["concurrency"])
+        ax.set_xlabel("concurrent pods")
+        ax.set_ylabel("startup latency (ms)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.legend(fontsize=8, ncols=2 if s["variant"].nunique() > 2 else 1, loc="upper left")
+        _caption(fig, caption)
+        return fig
+
+
+def cdf_per_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "startup_ms",
+                        variants: Sequence[str] | None = None, experiment: str | None = None) -> Figure:
+    """Empirical CDF of startup latency, one line per concurrency level, one panel per variant."""
+    df = pods if experiment is None else pods[pods["experiment"] == experiment]
+    e = analysis.ecdf(df, value=value, by=("variant", "concurrency"))
+    chosen = variant_order(variants if variants is not None else e["variant"].unique())[:4]
+    with style():
+        fig, axes = _new_figure(max(len(chosen), 1), share=True)
+        title = "CDF of pod startup latency"
+        if e.empty or not chosen:
+            return _empty(fig, axes[0], "no successful pods to plot", caption, title)
+        levels = sorted(e["concurrency"].unique())
+        pal = dict(zip(levels, sns.color_palette("viridis", len(levels))))
+        for ax, v in zip(axes, chosen):
+            g = e[e["variant"] == v]
+            for c in levels:
+                gc = g[g["concurrency"] == c]
+                if len(gc):
+                    ax.step(np.r_[gc[value].iloc[0], gc[value]], np.r_[0, gc["ecdf"]], where="post",
+                            color=pal[c], label=str(c))
+            ax.set_title(v, fontsize=10)
+            ax.set_ylim(0, 1.02)
+        # limits once all panels are drawn (the panels share the x axis)
+        axes[0].set_xlim(0, float(e[value].max()) * 1.05)
+        rows = -(-len(axes) // (len(axes) if len(axes) <= 3 else 2))
+        for i, ax in enumerate(axes):
+            if i >= len(axes) - (len(axes) if len(axes) <= 3 else 2) or rows == 1:
+                ax.set_xlabel("startup latency (ms)")
+            if i % (len(axes) if len(axes) <= 3 else 2) == 0:
+                ax.set_ylabel("fraction of pods")
+        handles, labels = axes[0].get_legend_handles_labels()
+        for ax in axes[1:]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        order = sorted(range(len(labels)), key=lambda k: int(labels[k]))
+        fig.legend([handles[k] for k in order], [labels[k] for k in order], title="concurrent pods",
+                   fontsize=8, title_fontsize=8, loc="outside right upper")
+        fig.suptitle(title, fontweight="bold")
+        _caption(fig, caption)
+        return fig
+
+
+def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = "",
+                    max_stages: int = 8) -> Figure:
+    """Stacked bars of the mean time per stage: one panel per (experiment,) variant, one bar per
+    concurrency level.
+
+    `breakdown` is analysis.breakdown()/phase_breakdown()/stage_breakdown() output; with more than
+    `max_stages` stages the smallest are merged into "other".
+    """
+    title = "Where startup time goes"
+    if breakdown.empty:
+        with style():
+            fig, (ax,) = _new_figure()
+            return _empty(fig, ax, "no stage or phase records", caption, title)
+    b = breakdown.copy()
+    if "experiment" not in b.columns:
+        b["experiment"] = ""
+    many_exp = b["experiment"].nunique() > 1
+    top = b.groupby("stage")["mean_ms"].sum().sort_values(ascending=False)
+    keep = set(top.index[:max_stages])
+    b.loc[~b["stage"].isin(keep), "stage"] = "other"
+    stage_order = list(b.sort_values("order").drop_duplicates("stage")["stage"])
+    if "other" in stage_order:
+        stage_order = [st for st in stage_order if st != "other"] + ["other"]
+    vorder = {v: i for i, v in enumerate(variant_order(b["variant"].astype(str)))}
+    eorder = {e: i for i, e in enumerate(EXPERIMENT_ORDER)}
+    panels = (b[["experiment", "variant"]].drop_duplicates()
+              .assign(vo=lambda d: d["variant"].astype(str).map(vorder),
+                      eo=lambda d: d["experiment"].map(eorder).fillna(len(eorder)))
+              .sort_values(["eo", "experiment", "vo"])[["experiment", "variant"]].itertuples(index=False))
+    panels = list(panels)[:6]
+    colours = dict(zip(stage_order, sns.color_palette("Set2", len(stage_order))))
+    if "other" in colours:
+        colours["other"] = (0.75, 0.75, 0.75)
+    with style():
+        # panels share the time axis; each has its own concurrency levels
+        fig, axes = _new_figure(len(panels), share=False, share_y=True)
+        cols = len(axes) if len(axes) <= 3 else 2
+        for i, (ax, (exp, variant)) in enumerate(zip(axes, panels)):
+            g = b[(b["experiment"] == exp) & (b["variant"] == variant)]
+            table = g.pivot_table(index="concurrency", columns="stage", values="mean_ms", aggfunc="sum") \
+                .reindex(columns=stage_order).fillna(0.0).sort_index()
+            x = np.arange(len(table))
+            bottom = np.zeros(len(table))
+            for stage in stage_order:
+                if table[stage].any():
+                    ax.bar(x, table[stage].to_numpy(), bottom=bottom, color=colours[stage], label=stage,
+                           edgecolor="white", linewidth=0.5, width=0.7)
+                    bottom += table[stage].to_numpy()
+            ax.set_xticks(x)
+            ax.set_xticklabels([str(c) for c in table.index])
+            pad = max(0.0, (3 - len(table)) / 2)  # one or two bars stay bar-sized, centred
+            ax.set_xlim(-0.5 - pad, len(table) - 0.5 + pad)
+            ax.grid(axis="x", visible=False)
+            ax.set_title(f"{exp} · {variant}" if many_exp else str(variant), fontsize=10)
+            ax.set_xlabel("concurrent pods")
+            if i % cols == 0:
+                ax.set_ylabel("mean time per pod (ms)")
+        seen: dict[str, Any] = {}
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(lab, h)
+        labels = [st for st in stage_order if st in seen]
+        fig.legend([seen[lab] for lab in labels], labels, fontsize=8, loc="outside right upper")
+        fig.suptitle(title, fontweight="bold")
+        if source:
+            caption = f"{caption} · from {source}" if caption else f"from {source}"
+        _caption(fig, caption)
+        return fig
+
+
+def ablation_bars(comparison: pd.DataFrame, caption: str = "") -> Figure:
+    """Bars: each variant's effect vs the baseline per concurrency, with bootstrap CI whiskers.
+
+    `comparison` is analysis.compare_variants() output: a reduction or increase is drawn in %,
+    a difference in ms.
+    """
+    with style():
+        fig, (ax,) = _new_figure()
+        if comparison.empty:
+            return _empty(fig, ax, "needs a baseline and at least one other variant\nmeasured at the same concurrency",
+                          caption, "Effect of each variant vs the baseline")
+        c = comparison.copy()
+        kind, stat, base = c["kind"].iloc[0], c["stat"].iloc[0], c["baseline"].iloc[0]
+        scale = 100.0 if kind in ("reduction", "increase") else 1.0
+        unit = "%" if scale == 100.0 else "ms"
+        label = {"reduction": f"{stat} startup reduction vs {base} ({unit})",
+                 "increase": f"{stat} startup increase vs {base} ({unit})",
+                 "difference": f"{stat} startup added over {base} ({unit})"}[kind]
+        variants = variant_order(c["variant"])
+        levels = sorted(c["concurrency"].unique())
+        pal = variant_palette(list(variants))
+        width = 0.8 / max(len(variants), 1)
+        for i, v in enumerate(variants):
+            g = c[c["variant"] == v].set_index("concurrency").reindex(levels)
+            x = np.arange(len(levels)) + (i - (len(variants) - 1) / 2) * width
+            y = g["value"].to_numpy() * scale
+            err = np.vstack([y - g["ci_low"].to_numpy() * scale, g["ci_high"].to_numpy() * scale - y])
+            ax.bar(x, y, width=width * 0.95, color=pal[v], label=v)
+            ax.errorbar(x, y, yerr=np.abs(err), fmt="none", ecolor="0.2", capsize=3, lw=1)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.grid(axis="x", visible=False)
+        ax.set_xticks(np.arange(len(levels)))
+        ax.set_xticklabels([str(x) for x in levels])
+        ax.set_xlabel("concurrent pods")
+        ax.set_ylabel(label)
+        ax.set_title(f"Effect of each variant vs {base} (95% bootstrap CI)")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        _caption(fig, caption)
+        return fig
+
+
+def app_completion(pods: pd.DataFrame, caption: str = "") -> Figure:
+    """App completion time (release -> container exit) per app and variant: boxes with all pods."""
+    df = pods[(pods["experiment"] == "app") & (pods["status"] == "ok")].dropna(subset=["app_completion_ms"]) \
+        if "experiment" in pods.columns else pods.iloc[0:0]
+    with style():
+        fig, (ax,) = _new_figure()
+        title = "App completion time"
+        if df.empty:
+            return _empty(fig, ax, "no completed app pods in this run", caption, title)
+        df = df.assign(app=df["app"].replace("", "app"))
+        order = variant_order(df["variant"])
+        sns.boxplot(data=df, x="app", y="app_completion_ms", hue="variant", hue_order=order,
+                    palette=variant_palette(order), ax=ax, showfliers=False, width=min(0.7, 0.3 * len(order)))
+        # seaborn jitters with numpy's global generator: a fixed seed draws the same run the same way
+        rng_state = np.random.get_state()
+        np.random.seed(0)
+        try:
+            sns.stripplot(data=df, x="app", y="app_completion_ms", hue="variant", hue_order=order, dodge=True,
+                          palette=variant_palette(order), ax=ax, size=3, color="0.2", alpha=0.6, legend=False,
+                          edgecolor="0.2", linewidth=0.4)
+        finally:
+            np.random.set_state(rng_state)
+        ax.set_xlabel("app")
+        ax.set_ylabel("completion time (ms)")
+        ax.set_ylim(0, float(df["app_completion_ms"].max()) * 1.1)
+        ax.set_title(title + " (release to container exit)")
+        ax.legend(title="variant", fontsize=8, title_fontsize=8)
+        _caption(fig, caption)
+        return fig
+
+
+def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
+    """Save as <name>.png and <name>.pdf in out_dir; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    with style():
+        for p in paths:
+            fig.savefig(p, bbox_inches="tight", metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+    return paths

@@ -1,0 +1,1 @@
+"""Run directories: layout, records, append-only JSONL, provenance (run.json)."""

@@ -1,0 +1,315 @@
+"""Run directories: layout, provenance (run.json), append-only JSONL records and their loader."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from fastiov_lib.testbeds import backend_for
+from fastiov_lib.config import REPO_ROOT, Profile, Testbed
+
+PODS_FILE = "pods.jsonl"
+RUN_FILE = "run.json"
+STAGES_FILE = "stages.csv"
+
+PodStatus = Literal["ok", "failed", "timeout", "interrupted"]
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class PodRecord(BaseModel):
+    """One pod start, as appended to pods.jsonl. Timestamps are raw monotonic ns (None = not reached)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str
+    testbed: str
+    testbed_kind: str
+    experiment: str  # "startup", "ablation" or "app"
+    variant: str  # real host: vanilla/fastiov/...; local: the network mode
+    network: str
+    runtime_handler: str
+    concurrency: int
+    repeat: int
+    pod_index: int
+    tenant: int = 0
+    pod_name: str
+    sandbox_id: str | None = None
+    # time.monotonic_ns() values, all from the driver process
+    t_released_ns: int | None = None
+    t_sandbox_returned_ns: int | None = None
+    t_network_ready_ns: int | None = None
+    t_container_started_ns: int | None = None
+    t_container_exited_ns: int | None = None
+    wall_released_ns: int | None = None  # time.time_ns() at release, to align with component logs
+    status: PodStatus
+    error: str | None = None
+    extra: dict[str, Any] = {}
+
+
+class JsonlWriter:
+    """Append-only JSONL file; each record is written and flushed (and fsynced) on its own.
+
+    Thread-safe: concurrent appends from the benchmark's worker threads never interleave.
+    """
+
+    def __init__(self, path: Path, fsync: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def append(self, record: BaseModel | dict[str, Any]) -> None:
+        data = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+        line = json.dumps(data, separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            if self._fsync:
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class LoadReport:
+    """What a loader skipped, with line numbers, so nothing is dropped silently."""
+
+    path: Path
+    lines_read: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], LoadReport]:
+    """Read a JSONL file; a truncated or malformed line is reported, never fatal."""
+    path = Path(path)
+    report = LoadReport(path)
+    records: list[dict[str, Any]] = []
+    if not path.exists():
+        return records, report
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            report.lines_read += 1
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                truncated = not line.endswith("\n")
+                reason = "truncated last line" if truncated else f"not JSON ({exc.msg})"
+                report.skipped.append((number, reason))
+                continue
+            if not isinstance(obj, dict):
+                report.skipped.append((number, f"expected a JSON object, got {type(obj).__name__}"))
+                continue
+            records.append(obj)
+    return records, report
+
+
+def new_run_id(testbed_name: str, profile_name: str) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{testbed_name}-{profile_name}"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A results/<run-id>/ directory; every number the artifact shows is read from one."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def pods_file(self) -> Path:
+        return self.path / PODS_FILE
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.path / "notebooks"
+
+    def pods_writer(self) -> JsonlWriter:
+        return JsonlWriter(self.pods_file)
+
+    def jsonl_writer(self, name: str) -> JsonlWriter:
+        return JsonlWriter(self.path / name)
+
+    def read_run_info(self) -> dict[str, Any]:
+        if not self.run_file.exists():
+            return {}
+        return json.loads(self.run_file.read_text())
+
+    def update_run_info(self, **fields: Any) -> None:
+        """Merge fields into run.json atomically (write to a temp file, then rename)."""
+        info = self.read_run_info()
+        info.update(fields)
+        tmp = self.run_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+        os.replace(tmp, self.run_file)
+
+    def finish(self) -> None:
+        self.update_run_info(end_time=_now_iso())
+
+
+def create_run_dir(testbed: Testbed, profile: Profile, run_id: str | None = None,
+                   results_root: Path | None = None) -> RunDir:
+    """Create results/<run-id>/ with run.json, or reopen it if it exists (to resume a run)."""
+    run_id = run_id or new_run_id(testbed.name, profile.name)
+    if not _RUN_ID_RE.match(run_id):
+        raise ValueError(f"run id {run_id!r}: only letters, digits, '.', '_' and '-' are allowed")
+    root = results_root or testbed.resolve_results_dir()
+    run = RunDir(Path(root) / run_id)
+    existed = run.run_file.exists()
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.logs_dir.mkdir(exist_ok=True)
+    if not existed:
+        run.update_run_info(**collect_provenance(testbed, profile, run_id))
+    return run
+
+
+def open_run_dir(path: str | Path) -> RunDir:
+    """An existing run directory (with run.json or pods.jsonl); raise FileNotFoundError otherwise."""
+    p = Path(path)
+    if not p.is_dir() or not ((p / RUN_FILE).exists() or (p / PODS_FILE).exists()):
+        raise FileNotFoundError(f"{p}: not a run directory (no {RUN_FILE} or {PODS_FILE})")
+    return RunDir(p)
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout or out.stderr).strip() if out.returncode == 0 else None
+
+
+def _git_state() -> dict[str, Any]:
+    commit = _run(["git", "rev-parse", "HEAD"], REPO_ROOT)
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], REPO_ROOT)
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+def _package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _tool_versions() -> dict[str, str | None]:
+    probes = {
+        "containerd": ["containerd", "--version"],
+        "runc": ["runc", "--version"],
+        "kata-runtime": ["kata-runtime", "--version"],
+        "qemu": ["qemu-system-x86_64", "--version"],
+        "ctr": ["ctr", "--version"],
+    }
+    out: dict[str, str | None] = {}
+    for name, cmd in probes.items():
+        text = _run(cmd) if shutil.which(cmd[0]) else None
+        out[name] = text.splitlines()[0] if text else None
+    return out
+
+
+def host_facts() -> dict[str, Any]:
+    """Facts about this host that change results (pooled runs from different hosts are refused)."""
+    facts: dict[str, Any] = {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                facts["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        facts["load_avg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                facts["mem_total_kb"] = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    for key, path in {
+        "governor": "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
+        "cmdline": "/proc/cmdline",
+    }.items():
+        try:
+            facts[key] = Path(path).read_text().strip()
+        except OSError:
+            facts[key] = None
+    return facts
+
+
+def collect_provenance(testbed: Testbed, profile: Profile, run_id: str) -> dict[str, Any]:
+    """Everything run.json records at the start of a run."""
+    return {
+        "run_id": run_id,
+        "testbed": testbed.model_dump(mode="json"),
+        "testbed_name": testbed.name,
+        "testbed_kind": backend_for(testbed).kind,
+        "testbed_file": str(testbed.source_path) if testbed.source_path else None,
+        "profile": profile.model_dump(mode="json"),
+        "profile_name": profile.name,
+        "git": _git_state(),
+        "python_packages": _package_versions(
+            ["fastiov-artifact", "pandas", "seaborn", "matplotlib", "papermill", "nbval", "pydantic",
+             "grpcio", "container-runtime-interface-api", "tomlkit", "jupyterlab", "ipywidgets"]
+        ),
+        "tools": _tool_versions(),
+        "host": host_facts(),
+        "start_time": _now_iso(),
+        "end_time": None,
+    }

@@ -1,0 +1,1 @@
+"""The real FastIOV host: readiness checks, build, runtime configuration, round hooks."""

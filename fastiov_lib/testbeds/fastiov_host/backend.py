@@ -1,0 +1,98 @@
+"""The real FastIOV host behind the back-end interface: an SR-IOV NIC, Kata, the patched stack."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from fastiov_lib.config import Profile
+from fastiov_lib.run.rundir import RunDir
+from fastiov_lib.testbeds.base import AppEndpoint, PodTarget, SweepPlan, SweepSpec, Tables, TestbedBackend
+from fastiov_lib.testbeds.checks import Check
+
+
+class FastiovHostError(RuntimeError):
+    """The real host is not set up for what was asked (e.g. no storage interface for the app test)."""
+
+
+def _interface_address(ifname: str) -> str:
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", ifname], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)[0]["addr_info"][0]["local"]
+    except (ValueError, IndexError, KeyError):
+        raise FastiovHostError(f"interface {ifname!r} (fastiov.storage_interface) has no IPv4 address") from None
+
+
+class FastiovHostBackend(TestbedBackend):
+    kind = "fastiov"
+    description = "real SR-IOV host with Kata and the FastIOV stack"
+    baseline_variant = "vanilla"
+    default_variant = "fastiov"
+    comparison = ("mean", "reduction")
+
+    def checks(self) -> list[Check]:
+        from fastiov_lib.testbeds.fastiov_host.host_checks import fastiov_host_checks
+
+        return fastiov_host_checks(self.testbed)
+
+    def build(self, run: RunDir) -> Tables:
+        from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
+
+        return {"done": pd.DataFrame(Builder(self.testbed, run_path=run.path).apply())}
+
+    def prepare_nic(self, run: RunDir, profile: Profile) -> Tables:
+        from fastiov_lib.hw.nic import nic_apply
+
+        reports = nic_apply(self.testbed, run.path)
+        result = pd.DataFrame([{"pf": r.pf, "vf": vf, "driver": r.drivers.get(vf)}
+                               for r in reports for vf in r.vfs] +
+                              [{"pf": r.pf, "vf": "", "driver": f"skipped {x['what']}: {x['reason']}"}
+                               for r in reports for x in r.skipped])
+        timings = pd.DataFrame([t for r in reports for t in r.timings])
+        return {"result": result, "timings": timings}
+
+    def real_host_testbed(self):
+        return self.testbed
+
+    def real_host_checks(self) -> tuple[list[Check], str]:
+        return self.checks(), "this host"
+
+    def real_host_nic_plan(self) -> list[dict[str, str]]:
+        from fastiov_lib.hw.nic import nic_plan
+
+        return nic_plan(self.testbed)
+
+    def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:
+        fs = self.testbed.fastiov
+        handler = self.testbed.runtime_handler
+        return PodTarget(
+            testbed_name=self.name, testbed_kind=self.kind, socket=fs.containerd_socket, cri_api=self.testbed.cri_api,
+            rpc_timeout_s=fs.rpc_timeout_s, pod_log_root=Path(fs.build_dir).parent / "fastiov-pod-logs",
+            handler=lambda v: handler, network=lambda v: "sriov", host_network=lambda v: False,
+            reachable=lambda v: False, images={"workload": "fastiov.local/fiov-workload:1"},
+        )
+
+    def round_hooks(self):
+        from fastiov_lib.testbeds.fastiov_host.round_hooks import RealHostRoundHooks
+
+        return RealHostRoundHooks(self.testbed)
+
+    def sweep_plan(self, profile: Profile, experiment: str) -> SweepPlan:
+        if experiment == "startup":
+            levels, repeats, variants = profile.concurrency, profile.repeats, profile.variants
+        elif experiment == "ablation":
+            levels, repeats, variants = profile.ablation_concurrency, profile.repeats, profile.variants
+        else:
+            levels, repeats, variants = profile.app_concurrency, profile.app_repeats, ["fastiov"]
+        return SweepPlan([SweepSpec(experiment, tuple(variants), tuple(levels), repeats)])
+
+    def app_endpoint(self, network: str | None) -> AppEndpoint:
+        fs = self.testbed.fastiov
+        if not fs.storage_interface:
+            raise FastiovHostError(f"testbed {self.name!r}: fastiov.storage_interface is not set; the app test "
+                                   "needs the address the pods reach the storage server at")
+        return AppEndpoint(_interface_address(fs.storage_interface), fs.storage_port,
+                           Path(fs.build_dir).parent / "fastiov-storage", network or self.default_variant)

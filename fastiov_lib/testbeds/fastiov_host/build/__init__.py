@@ -1,0 +1,1 @@
+"""Building the FastIOV components from pinned sources: manifest, patches, build steps."""

@@ -1,0 +1,323 @@
+"""Host readiness checks: CPU virtualisation, KVM, IOMMU, kernel, hugepages, modules, runtimes, configs.
+
+Every check reads through `testbed.sys_root` (procfs, sysfs, dev, and the installed binaries and
+config files below it), so tests run them against generated fake trees. Each returns a
+`checks.Check`: pass / warn / fail, what was seen, and how to fix it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.config import FastiovHostSettings, Testbed
+
+REQUIRED_MODULES = ("vfio", "vfio_pci", "vfio_iommu_type1")
+
+
+def _p(root: Path, path: str | Path) -> Path:
+    return Path(root) / str(path).lstrip("/")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _version_of(binary: Path, args: list[str]) -> str | None:
+    try:
+        res = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (res.stdout or res.stderr).strip()
+    return text.splitlines()[0].strip() if res.returncode == 0 and text else None
+
+
+# ------------------------------------------------------------------ generic checks
+
+def check_cpu_virtualisation(root: Path) -> Check:
+    text = _read(_p(root, "proc/cpuinfo")) or ""
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    found = sorted(flags & {"vmx", "svm"})
+    if found:
+        return Check("cpu.virtualisation", "pass", f"CPU flag {found[0]} present")
+    return Check("cpu.virtualisation", "fail", "no vmx/svm flag in /proc/cpuinfo",
+                 "enable Intel VT-x / AMD-V in the firmware set-up")
+
+
+def check_kvm_device(root: Path) -> Check:
+    if _p(root, "dev/kvm").exists():
+        return Check("kvm.device", "pass", "/dev/kvm present")
+    return Check("kvm.device", "fail", "/dev/kvm missing", "modprobe kvm_intel (or kvm_amd)")
+
+
+def check_iommu_cmdline(root: Path) -> Check:
+    cmdline = (_read(_p(root, "proc/cmdline")) or "").split()
+    on = [a for a in cmdline if a in ("intel_iommu=on", "amd_iommu=on")]
+    off = [a for a in cmdline if a in ("intel_iommu=off", "amd_iommu=off", "iommu=off")]
+    if on and not off:
+        extra = " with iommu=pt" if "iommu=pt" in cmdline else " (iommu=pt not set: host DMA is translated too)"
+        return Check("iommu.cmdline", "pass" if "iommu=pt" in cmdline else "warn", f"{on[0]}{extra}",
+                     "" if "iommu=pt" in cmdline else "add iommu=pt to the kernel command line")
+    d = _p(root, "sys/class/iommu")
+    if not off and d.is_dir() and os.listdir(d):
+        return Check("iommu.cmdline", "warn", "no intel_iommu=on/amd_iommu=on, but an IOMMU is active "
+                     "(kernel default)", "add intel_iommu=on iommu=pt to be explicit")
+    return Check("iommu.cmdline", "fail", f"kernel command line has {' '.join(off) or 'no intel_iommu=on'}",
+                 "add intel_iommu=on iommu=pt to GRUB_CMDLINE_LINUX, update-grub, reboot")
+
+
+def check_iommu_active(root: Path) -> Check:
+    d = _p(root, "sys/class/iommu")
+    units = sorted(os.listdir(d)) if d.is_dir() else []
+    if units:
+        return Check("iommu.active", "pass", f"{len(units)} IOMMU unit(s): {', '.join(units[:4])}")
+    return Check("iommu.active", "fail", "/sys/class/iommu is empty: the IOMMU is off",
+                 "enable VT-d in the firmware and intel_iommu=on on the kernel command line")
+
+
+def check_kernel_release(root: Path, suffix: str) -> Check:
+    release = (_read(_p(root, "proc/sys/kernel/osrelease")) or "").strip()
+    if release.endswith(suffix):
+        return Check("kernel.release", "pass", f"{release} (patched FastIOV host kernel)")
+    if release.startswith("6.4"):
+        return Check("kernel.release", "warn", f"{release}: a stock 6.4 kernel (the vanilla baseline's)",
+                     f"FastIOV variants need the patched kernel: build component 'linux', boot *{suffix}")
+    return Check("kernel.release", "fail", f"{release or 'unknown'}: not the patched *{suffix} kernel",
+                 f"fastiov-artifact build apply (component linux), then reboot into *{suffix}")
+
+
+def check_hugepages(root: Path, wanted: int) -> Check:
+    nr = (_read(_p(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")) or "").strip()
+    if not nr.isdigit():
+        return Check("hugepages.2m", "fail", "no 2 MiB hugepage pool in sysfs", "a kernel with HUGETLBFS")
+    n = int(nr)
+    seen = f"{n} x 2 MiB reserved ({n * 2 // 1024} GiB), want {wanted}"
+    if n >= wanted:
+        return Check("hugepages.2m", "pass", seen)
+    return Check("hugepages.2m", "fail" if n == 0 else "warn", seen,
+                 "fastiov-artifact nic apply (reserves them), or echo N > .../nr_hugepages")
+
+
+def module_loaded(root: Path, name: str) -> bool:
+    """A module is there if /sys/module/<name> exists (also for built-ins) or /proc/modules lists it."""
+    if _p(root, f"sys/module/{name}").is_dir():
+        return True
+    text = _read(_p(root, "proc/modules")) or ""
+    return any(line.split(" ", 1)[0] == name for line in text.splitlines())
+
+
+def check_modules(root: Path) -> list[Check]:
+    out = []
+    for m in REQUIRED_MODULES:
+        if module_loaded(root, m):
+            out.append(Check(f"module.{m}", "pass", "loaded"))
+        else:
+            out.append(Check(f"module.{m}", "fail", "not loaded", f"modprobe {m}"))
+    return out
+
+
+def check_fastiov_module(root: Path, s: FastiovHostSettings) -> Check:
+    loaded = module_loaded(root, "fastiov")
+    node = _p(root, s.fastiov_device).exists()
+    if loaded and node:
+        return Check("module.fastiov", "pass", f"loaded, {s.fastiov_device} present")
+    if s.fastiov_module_path is None:
+        return Check("module.fastiov", "warn", "no fastiov_module_path in the testbed: module not used here",
+                     "only the vanilla variants can run; build component fastiov-module for FastIOV")
+    seen = "loaded but " + f"{s.fastiov_device} missing" if loaded else "not loaded"
+    return Check("module.fastiov", "fail", seen, f"insmod {s.fastiov_module_path} (after booting *{s.expected_kernel_suffix})")
+
+
+def _binary_check(name: str, path: Path, shown: Path, args: list[str], expect: str, fix: str) -> Check:
+    if not path.exists():
+        return Check(name, "fail", f"{shown} missing", fix)
+    version = _version_of(path, args)
+    if version is None:
+        return Check(name, "fail", f"{shown} does not run with {' '.join(args)}", fix)
+    if not re.search(expect, version):
+        return Check(name, "warn", f"{shown}: {version} (expected {expect})", fix)
+    return Check(name, "pass", f"{shown}: {version}")
+
+
+def check_runtimes(root: Path, s: FastiovHostSettings) -> list[Check]:
+    shim3 = Path("/usr/local/bin/containerd-shim-kata3-v2")
+    out = [
+        _binary_check("binary.containerd", _p(root, "/usr/local/bin/containerd"), Path("/usr/local/bin/containerd"),
+                      ["--version"], r"v1\.3\.", "build component containerd (release/1.3 + timing patch)"),
+        _binary_check("binary.kata-runtime", _p(root, s.kata_prefix / "bin/kata-runtime"),
+                      s.kata_prefix / "bin/kata-runtime", ["--version"], r"\b3\.\d", "build component kata"),
+        _binary_check("binary.qemu-fastiov", _p(root, s.qemu_fastiov), s.qemu_fastiov, ["--version"],
+                      r"version 6\.2\.0", "build component qemu (or the authors' prebuilt binary)"),
+        _binary_check("binary.qemu-vanilla", _p(root, s.qemu_vanilla), s.qemu_vanilla, ["--version"],
+                      r"version 6\.2\.0", "build component qemu-noskip (or the authors' prebuilt -noskip)"),
+    ]
+    shim = _p(root, s.kata_prefix / "bin/containerd-shim-kata-v2")
+    link = _p(root, shim3)
+    if shim.exists() and (link.exists() or link.is_symlink()):
+        out.append(Check("binary.kata-shim", "pass", f"{shim3} -> {os.readlink(link) if link.is_symlink() else 'file'}"))
+    else:
+        out.append(Check("binary.kata-shim", "fail", f"{shim3} or {s.kata_prefix}/bin/containerd-shim-kata-v2 missing",
+                         "build components kata-static and kata"))
+    cni = _p(root, s.cni_bin_dir / "fastiov")
+    out.append(Check("binary.fastiov-cni", "pass" if cni.exists() else "fail",
+                     f"{s.cni_bin_dir / 'fastiov'} {'present' if cni.exists() else 'missing'}",
+                     "" if cni.exists() else "build component fastiov-cni"))
+    missing = [str(p) for p in (s.guest_kernel_fastiov, s.guest_kernel_vanilla, s.image_async, s.image_sync)
+               if not _p(root, p).exists()]
+    out.append(Check("guest.files", "warn" if missing else "pass",
+                     f"missing: {', '.join(missing)}" if missing else "guest kernels and images present",
+                     "build components guest-kernel/guest-image, or use the authors' prebuilt files"
+                     if missing else ""))
+    return out
+
+
+def _toml(root: Path, path: Path) -> tuple[dict[str, Any] | None, str]:
+    text = _read(_p(root, path))
+    if text is None:
+        return None, f"{path} missing"
+    try:
+        return tomllib.loads(text), ""
+    except tomllib.TOMLDecodeError as exc:
+        return None, f"{path}: not valid TOML ({exc})"
+
+
+def _get(data: dict[str, Any], *keys: str) -> Any:
+    node: Any = data
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
+
+
+def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
+    out = []
+    fix_deploy = "fastiov-artifact build apply (component runtime-configs) or variant set NAME"
+    data, err = _toml(root, s.containerd_config)
+    if data is None:
+        out.append(Check("config.containerd", "fail", err, fix_deploy))
+    else:
+        cri = _get(data, "plugins", "io.containerd.grpc.v1.cri") or {}
+        kata = _get(cri, "containerd", "runtimes", "kata") or {}
+        want = {
+            "runtimes.kata.runtime_type": (kata.get("runtime_type"), "io.containerd.kata3.v2"),
+            "runtimes.kata.options.ConfigPath": (_get(kata, "options", "ConfigPath"), str(s.kata_config)),
+            "cni.bin_dir": (_get(cri, "cni", "bin_dir"), str(s.cni_bin_dir)),
+            "cni.conf_dir": (_get(cri, "cni", "conf_dir"), str(s.cni_conf_dir)),
+            "grpc.address": (_get(data, "grpc", "address"), str(s.containerd_socket)),
+        }
+        wrong = [f"{k} = {got!r} (want {exp!r})" for k, (got, exp) in want.items() if got != exp]
+        out.append(Check("config.containerd", "fail" if wrong else "pass",
+                         "; ".join(wrong) if wrong else f"{s.containerd_config}: kata runtime and CNI paths set",
+                         fix_deploy if wrong else ""))
+    data, err = _toml(root, s.kata_config)
+    if data is None:
+        out.append(Check("config.kata", "fail", err, fix_deploy))
+    else:
+        q = _get(data, "hypervisor", "qemu") or {}
+        want = {"hypervisor.qemu.machine_type": (q.get("machine_type"), "q35"),
+                "hypervisor.qemu.default_vcpus": (q.get("default_vcpus"), 1),
+                "hypervisor.qemu.default_memory": (q.get("default_memory"), s.guest_memory_mb)}
+        wrong = [f"{k} = {got!r} (want {exp!r})" for k, (got, exp) in want.items() if got != exp]
+        model = _get(data, "runtime", "internetworking_model")
+        if model not in ("none", "tcfilter"):
+            wrong.append(f"runtime.internetworking_model = {model!r} (want 'none' for passthrough or 'tcfilter')")
+        missing = [f"hypervisor.qemu.{k} -> {q.get(k)} (missing)" for k in ("path", "kernel", "image")
+                   if not q.get(k) or not _p(root, q[k]).exists()]
+        if wrong:
+            out.append(Check("config.kata", "fail", "; ".join(wrong), "fastiov-artifact variant set NAME"))
+        elif missing:
+            out.append(Check("config.kata", "warn", "; ".join(missing), "install the files or variant set NAME"))
+        else:
+            from fastiov_lib.testbeds.fastiov_host.runtime_config import show_variant
+
+            tb = Testbed(name="host-check", kind="fastiov", sys_root=root, fastiov=s)
+            active = show_variant(tb, root)["matches"]
+            out.append(Check("config.kata", "pass", f"{s.kata_config}: keys set, variant {active or 'custom'}"))
+    conf_dir = _p(root, s.cni_conf_dir)
+    lists = sorted(p.name for p in conf_dir.glob("*.conflist")) if conf_dir.is_dir() else []
+    out.append(Check("config.cni", "pass" if lists else "fail",
+                     f"{s.cni_conf_dir}: {', '.join(lists)}" if lists else f"no conflist in {s.cni_conf_dir}",
+                     "" if lists else fix_deploy))
+    text = _read(_p(root, s.crictl_config))
+    try:
+        endpoint = (yaml.safe_load(text) or {}).get("runtime-endpoint") if text else None
+    except yaml.YAMLError:
+        endpoint = "(not YAML)"
+    want_ep = f"unix://{s.containerd_socket}"
+    out.append(Check("config.crictl", "pass" if endpoint == want_ep else "fail",
+                     f"runtime-endpoint {endpoint!r}" + ("" if endpoint == want_ep else f" (want {want_ep!r})"),
+                     "" if endpoint == want_ep else fix_deploy))
+    return out
+
+
+# ------------------------------------------------------------------ per testbed kind
+
+def fastiov_host_checks(testbed: Testbed, root: Path | None = None) -> list[Check]:
+    """All checks of a real FastIOV host (below `root`, default the testbed's sys_root)."""
+    s = testbed.fastiov
+    root = Path(root or testbed.sys_root)
+    checks = [check_cpu_virtualisation(root), check_kvm_device(root), check_iommu_cmdline(root),
+              check_iommu_active(root), check_kernel_release(root, s.expected_kernel_suffix),
+              check_hugepages(root, s.hugepages_2m)]
+    checks += check_modules(root)
+    checks.append(check_fastiov_module(root, s))
+    checks += check_runtimes(root, s)
+    checks += check_configs(root, s)
+    return checks
+
+
+def vsriov_host_checks(testbed: Testbed) -> list[Check]:
+    """What a QEMU/TCG virtual SR-IOV host needs from this machine (no KVM or IOMMU required)."""
+    v = testbed.vsriov
+    root = Path(testbed.sys_root)
+    out = []
+    qemu = shutil.which(v.qemu_bin) if not os.path.isabs(v.qemu_bin) else v.qemu_bin
+    if qemu and Path(qemu).exists():
+        version = _version_of(Path(qemu), ["--version"]) or "unknown version"
+        m = re.search(r"version (\d+)\.", version)
+        major = int(m[1]) if m else 0
+        out.append(Check("vsriov.qemu", "pass", f"{qemu}: {version}"))
+        if v.device == "nvme" or major >= 8:
+            device = "nvme" if v.device == "nvme" else "igb"
+            out.append(Check("vsriov.device", "pass", f"SR-IOV device model {device} with the system QEMU {major}"))
+        else:
+            out.append(Check("vsriov.device", "warn" if v.device == "igb" else "pass",
+                             f"system QEMU {major} has no igb: the set-up fetches bookworm-backports' QEMU "
+                             f"into {v.work_dir}" + ("" if v.device == "igb" else ", else it uses nvme"),
+                             "allow the vsriov set-up to download from Debian backports" if v.device == "igb" else ""))
+    else:
+        out.append(Check("vsriov.qemu", "fail", f"{v.qemu_bin} not found", "apt-get install qemu-system-x86"))
+    meminfo = _read(_p(root, "proc/meminfo")) or ""
+    m = re.search(r"MemAvailable:\s+(\d+)", meminfo)
+    avail_mb = int(m[1]) // 1024 if m else 0
+    need = v.guest_memory_mb + 512
+    out.append(Check("vsriov.memory", "pass" if avail_mb >= need else "warn",
+                     f"{avail_mb} MiB available, guest needs {v.guest_memory_mb} MiB",
+                     "" if avail_mb >= need else "lower vsriov.guest_memory_mb or free memory"))
+    try:  # the vsriov module knows which host tools its set-up needs
+        from fastiov_lib.testbeds.vsriov.testbed import missing_host_tools
+
+        missing = missing_host_tools(v)
+        out.append(Check("vsriov.tools", "warn" if missing else "pass",
+                         "missing: " + ", ".join(t for t, _ in missing) if missing else "set-up tools present",
+                         "apt-get install " + " ".join(sorted({p for _, p in missing})) if missing else ""))
+    except ImportError:
+        pass
+    kvm = check_kvm_device(root)
+    out.append(Check("vsriov.accel", "pass", "TCG software emulation (KVM " +
+                     ("present, not required)" if kvm.status == "pass" else "absent, not required)")))
+    return out

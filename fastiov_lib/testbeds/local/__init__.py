@@ -1,0 +1,1 @@
+"""The local testbed: a private containerd + runc + CNI on this machine."""

@@ -1,0 +1,39 @@
+"""The virtual SR-IOV host behind the back-end interface: a QEMU/TCG guest where the real kernel does the VF work."""
+from __future__ import annotations
+
+import pandas as pd
+
+from fastiov_lib.config import Profile
+from fastiov_lib.run.rundir import RunDir
+from fastiov_lib.testbeds.base import Tables, TestbedBackend
+from fastiov_lib.testbeds.checks import Check
+
+
+class VsriovBackend(TestbedBackend):
+    kind = "vsriov"
+    description = "QEMU/TCG guest with an emulated IOMMU and SR-IOV device"
+    runs_pods = False
+    baseline_variant = "none"
+
+    def checks(self) -> list[Check]:
+        from fastiov_lib.testbeds.fastiov_host.host_checks import vsriov_host_checks
+
+        return vsriov_host_checks(self.testbed)
+
+    def build(self, run: RunDir) -> Tables:
+        return {"done": pd.DataFrame([{"testbed": self.name,
+                                       "note": "vsriov: the guest image is prepared by 03_nic"}])}
+
+    def prepare_nic(self, run: RunDir, profile: Profile) -> Tables:
+        from fastiov_lib.hw.nic import NIC_RECORDS_FILE
+        from fastiov_lib.testbeds.vsriov import testbed as vsriov
+        from fastiov_lib.notebook.tables import as_frame, read_records_frame
+
+        result = as_frame(vsriov.run_guest_session(self.testbed, run, profile))
+        return {"result": result,
+                "timings": read_records_frame(run.path / NIC_RECORDS_FILE, ["event", "pf", "vf", "duration_ns"])}
+
+    def no_pods_reason(self) -> str:
+        return (f"testbed {self.name!r} is a virtual SR-IOV host (kind 'vsriov'): it measures VF set-up "
+                "(binding, DMA mapping), not pod startup; there are no pods to start here. Use the 'local' "
+                "testbed or a real FastIOV host for this notebook.")
