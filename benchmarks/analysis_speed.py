@@ -8,7 +8,7 @@ instrumentation file per pod (six stage records each, wall-clock aligned with th
 Timed: `fastiov_lib.report.markdown.write_report(run_dir)`, which parses the instrumentation logs into
 stages.csv, loads everything, draws the five figures (PNG + PDF) and writes report.md with the
 claims table. Then a file of 1,000,000 zap console lines goes through
-`fastiov_lib.analysis.parsers.parse_instrumentation_file`.
+`fastiov_lib.analysis.instrumentation.parse_instrumentation_file`.
 
 Targets (issue 4): analysis under 10 s, parsing under 10 s, on this machine.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastiov_lib.analysis import parsers as logs
+from fastiov_lib.analysis import instrumentation
 
 from fastiov_lib.report import markdown as report
 from fastiov_lib.run.rundir import JsonlWriter, PodRecord, host_facts
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         size = lines_file.stat().st_size
         load_before_parse = os.getloadavg()[0]
         t, c = time.perf_counter(), time.process_time()
-        df, rep = logs.parse_instrumentation_file(lines_file)
+        df, rep = instrumentation.parse_instrumentation_file(lines_file)
         parse_s, parse_cpu_s = time.perf_counter() - t, time.process_time() - c
 
     result = {

@@ -1,13 +1,13 @@
 """Testbed and experiment-profile models: loading YAML files with errors that name file and key."""
 from __future__ import annotations
 
-import re
 from importlib import resources
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from fastiov_lib.hw.pci import PciAddressError, parse_pci
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,12 +24,11 @@ PROFILES_DIR = Path(str(resources.files("fastiov_lib") / "profiles"))
 
 NetworkMode = Literal["none", "bridge", "macvlan", "hostdev", "ipvlan", "sriov"]
 
-_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
-
-
 def _check_pci(value: str) -> str:
-    if not _PCI_RE.match(value):
-        raise ValueError(f"{value!r} is not a PCI address of the form DDDD:BB:DD.F (e.g. 0000:e3:00.0)")
+    try:
+        parse_pci(value)
+    except PciAddressError:
+        raise ValueError(f"{value!r} is not a PCI address of the form DDDD:BB:DD.F (e.g. 0000:e3:00.0)") from None
     return value
 
 

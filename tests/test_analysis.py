@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fastiov_lib.analysis import stats as analysis
-from fastiov_lib.analysis.parsers import pods_frame
+from fastiov_lib.analysis.pods import pods_frame
 from synthetic_runs import write_run
 
 

@@ -9,7 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastiov_lib.analysis import parsers as logs
+from fastiov_lib.analysis import containerd_log
+from fastiov_lib.analysis import instrumentation
+from fastiov_lib.analysis import original
+from fastiov_lib.analysis.pods import read_pods
 from synthetic_runs import write_run
 
 FIXTURES = Path("/work/shared/fixtures/upstream-artifact")
@@ -27,7 +30,7 @@ def zap_line(subject: str = "CNI_kata_create_sandbox1", el: int = 250_000_000, e
 
 def test_read_pods_computes_latencies_from_monotonic_timestamps(tmp_path):
     write_run(tmp_path / "r", variants={"none": 100.0}, concurrency=(2,), repeats=1, noise_ms=0.0, slope_ms=0.0)
-    df, rep = logs.read_pods(tmp_path / "r")
+    df, rep = read_pods(tmp_path / "r")
     assert rep.ok and rep.records == 2
     assert df["startup_ms"].tolist() == pytest.approx([100.0, 100.0])
     assert df["network_ready_ms"].tolist() == pytest.approx([105.0, 105.0])
@@ -41,7 +44,7 @@ def test_read_pods_reports_bad_lines_with_their_numbers(tmp_path):
         fh.write('{"run_id": "x", "status": "ok"}\n')          # line 3: not a pod record
         fh.write('{"run_id": "x", "testbed": "t", "status": "weird"}\n')  # line 4
         fh.write('{"run_id": "tr')                             # line 5: truncated
-    df, rep = logs.read_pods(run)
+    df, rep = read_pods(run)
     assert len(df) == 1
     lines = {n: reason for _, n, reason in rep.skipped}
     assert sorted(lines) == [2, 3, 4, 5]
@@ -50,7 +53,7 @@ def test_read_pods_reports_bad_lines_with_their_numbers(tmp_path):
 
 
 def test_read_pods_of_missing_file_is_empty_not_an_error(tmp_path):
-    df, rep = logs.read_pods(tmp_path)
+    df, rep = read_pods(tmp_path)
     assert df.empty and rep.records == 0
     assert "startup_ms" in df.columns
 
@@ -61,7 +64,7 @@ def test_instrumentation_parser_reads_zap_console_records():
     lines = [zap_line(extra=', "sandbox": "abc"'),
              "2024-04-30T19:43:01.1+0800\tINFO\tcaller.go:12\tcreateVM3-4-1\t"
              '{"record_id": "test", "start_t": "2024-04-30T19:43:01Z", "elapsed_ns": 7}']
-    df, rep = logs.parse_instrumentation_lines(lines, "f.log", "kata", 42)
+    df, rep = instrumentation.parse_instrumentation_lines(lines, "f.log", "kata", 42)
     assert rep.ok and rep.records == 2
     assert df["subject"].tolist() == ["CNI_kata_create_sandbox1", "createVM3-4-1"]
     assert df["elapsed_ns"].tolist() == [250_000_000, 7]
@@ -83,7 +86,7 @@ def test_instrumentation_parser_reads_zap_console_records():
     ('2024-04-30T19:43:00Z\tINFO\ts\t{"start_t": "later", "elapsed_ns": 4}', "start_t"),
 ])
 def test_instrumentation_parser_reports_each_kind_of_bad_line(line, reason):
-    df, rep = logs.parse_instrumentation_lines([zap_line(), line, zap_line()], "x.log")
+    df, rep = instrumentation.parse_instrumentation_lines([zap_line(), line, zap_line()], "x.log")
     assert rep.records == 2 and len(df) == 2
     assert len(rep.skipped) == 1
     source, number, why = rep.skipped[0]
@@ -94,7 +97,7 @@ def test_instrumentation_parser_reports_each_kind_of_bad_line(line, reason):
 def test_instrumentation_parser_reports_impossible_dates_after_parsing():
     bad_month = zap_line().replace("2024-04-30T19:43:00.500000000", "2024-13-30T19:43:00.500000000")
     bad_start = zap_line().replace('"start_t": "2024-04-30T19', '"start_t": "2024-04-31T19')
-    df, rep = logs.parse_instrumentation_lines([zap_line(), bad_month, bad_start, zap_line()], "d.log")
+    df, rep = instrumentation.parse_instrumentation_lines([zap_line(), bad_month, bad_start, zap_line()], "d.log")
     assert df["line"].tolist() == [1, 4]
     assert [(n, "start_t" in r) for _, n, r in rep.skipped] == [(2, False), (3, True)]
     assert rep.records == 2
@@ -105,8 +108,8 @@ def test_canonical_and_unusual_layouts_of_a_record_parse_alike():
     reordered = ('2024-04-30T19:43:00.500000000+08:00\tINFO\tCNI_kata_create_sandbox1\t'
                  '{"elapsed_ns": 250000000, "sandbox": "abc", "start_t": "2024-04-30T19:43:00.250000000+08:00", '
                  '"record_id": "start"}')
-    a, _ = logs.parse_instrumentation_lines([canonical])
-    b, _ = logs.parse_instrumentation_lines([reordered])
+    a, _ = instrumentation.parse_instrumentation_lines([canonical])
+    b, _ = instrumentation.parse_instrumentation_lines([reordered])
     cols = ["time", "level", "subject", "record_id", "start_t", "elapsed_ns"]
     assert a[cols].equals(b[cols])
     assert json.loads(a["extra"].iloc[0]) == json.loads(b["extra"].iloc[0]) == {"sandbox": "abc"}
@@ -125,7 +128,7 @@ def test_instrumentation_parser_keeps_every_generated_record(records):
     for subject, rid, el, extra in records:
         fields = {"record_id": rid, "start_t": "2024-01-02T03:04:05.123456789Z", "elapsed_ns": el, **extra}
         lines.append(f"2024-01-02T03:04:06.5Z\tINFO\t{subject}\t{json.dumps(fields)}")
-    df, rep = logs.parse_instrumentation_lines(lines)
+    df, rep = instrumentation.parse_instrumentation_lines(lines)
     assert rep.ok and len(df) == len(records)
     assert df["subject"].tolist() == [r[0] for r in records]
     assert df["record_id"].tolist() == [r[1] for r in records]
@@ -137,7 +140,7 @@ def test_instrumentation_parser_keeps_every_generated_record(records):
 @given(garbage=st.lists(st.text(max_size=120), max_size=15), cut=st.integers(0, 200))
 def test_instrumentation_parser_is_never_fatal_and_accounts_for_every_line(garbage, cut):
     lines = [zap_line()[:cut]] + [g.replace("\n", " ") for g in garbage] + [zap_line()]
-    df, rep = logs.parse_instrumentation_lines(lines)
+    df, rep = instrumentation.parse_instrumentation_lines(lines)
     nonblank = sum(1 for ln in lines if ln.strip())
     assert rep.records + len(rep.skipped) == nonblank
     assert rep.records >= 1 and len(df) == rep.records
@@ -150,7 +153,7 @@ def test_instrumentation_file_names_give_component_and_process(tmp_path):
     per_process.write_text(zap_line() + "\n")
     merged.write_text(zap_line() + "\n" + zap_line("createVM3-4") + "\n")
     (tmp_path / "notes.log").write_text("no records here\n")
-    df, rep = logs.parse_instrumentation_dir(tmp_path)
+    df, rep = instrumentation.parse_instrumentation_dir(tmp_path)
     assert rep.records == 3
     assert set(df["component"]) == {"kata"}
     assert sorted(df["pid"].unique().tolist()) == [-1, 4242]
@@ -166,10 +169,10 @@ def test_stages_csv_labels_records_with_the_round_they_fall_in(tmp_path):
     (run / "logs" / "kata_logs").mkdir(parents=True)
     (run / "logs" / "kata_logs" / "cnicmp-7.log").write_text(
         "\n".join([rec(T0 + 100_000_000), rec(T0 + 2_100_000_000), rec(T0 + 60_000_000_000)]) + "\n")
-    path, rep = logs.build_stages_csv(run)
+    path, rep = instrumentation.build_stages_csv(run)
     assert path is not None and rep.records == 3
-    stages = logs.read_stages(run)
-    assert list(stages.columns) == logs.STAGE_COLUMNS
+    stages = instrumentation.read_stages(run)
+    assert list(stages.columns) == instrumentation.STAGE_COLUMNS
     assert stages["concurrency"].tolist()[:2] == [2, 4]
     assert pd.isna(stages["concurrency"].iloc[2])
     assert stages["variant"].iloc[0] == "vanilla"
@@ -194,7 +197,7 @@ def make_original(root: Path, levels=(10, 20), broken: bool = False) -> Path:
 
 
 def test_original_layout_parses_every_pod_file(tmp_path):
-    df, rep, versions = logs.parse_original_layout(make_original(tmp_path))
+    df, rep, versions = original.parse_original_layout(make_original(tmp_path))
     assert rep.ok and len(df) == 30
     assert sorted(df["concurrency"].unique().tolist()) == [10, 20]
     assert (df.loc[df["concurrency"] == 20, "latency_ms"] == 1020).all()
@@ -203,7 +206,7 @@ def test_original_layout_parses_every_pod_file(tmp_path):
 
 
 def test_original_layout_reports_broken_and_empty_pod_files(tmp_path):
-    df, rep, _ = logs.parse_original_layout(make_original(tmp_path, broken=True))
+    df, rep, _ = original.parse_original_layout(make_original(tmp_path, broken=True))
     reasons = [r for _, _, r in rep.skipped]
     assert any("not numbers" in r for r in reasons)
     assert sum("no result line" in r for r in reasons) == 2
@@ -212,8 +215,8 @@ def test_original_layout_reports_broken_and_empty_pod_files(tmp_path):
 
 def test_import_original_writes_a_run_directory(tmp_path):
     src = make_original(tmp_path / "orig", broken=True)
-    run, rep = logs.import_original_results(src, tmp_path / "imported", variant="vanilla")
-    pods, prep = logs.read_pods(run.path)
+    run, rep = original.import_original_results(src, tmp_path / "imported", variant="vanilla")
+    pods, prep = read_pods(run.path)
     assert prep.ok and len(pods) == 32
     assert (pods["testbed_kind"] == "fastiov").all() and (pods["variant"] == "vanilla").all()
     ok = pods[pods["status"] == "ok"]
@@ -230,11 +233,11 @@ def test_import_original_refuses_to_overwrite_and_leaves_nothing_on_bad_input(tm
     dest.mkdir()
     (dest / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
-        logs.import_original_results(src, dest)
+        original.import_original_results(src, dest)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="time_kata"):
-        logs.import_original_results(empty, tmp_path / "new")
+        original.import_original_results(empty, tmp_path / "new")
     assert not (tmp_path / "new").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -249,9 +252,9 @@ RUN_END = ('time="2024-04-30T19:43:01.350000000+08:00" level=info msg="RunPodSan
 
 
 def test_containerd_parser_pairs_run_pod_sandbox_start_and_end():
-    df, rep = logs.parse_containerd_lines([RUN_START, 'time="2024-04-30T19:43:00.2+08:00" level=info msg="other"', RUN_END])
+    df, rep = containerd_log.parse_containerd_lines([RUN_START, 'time="2024-04-30T19:43:00.2+08:00" level=info msg="other"', RUN_END])
     assert rep.ok and len(df) == 3
-    spans = logs.run_pod_sandbox_spans(df)
+    spans = containerd_log.run_pod_sandbox_spans(df)
     assert len(spans) == 1
     row = spans.iloc[0]
     assert row["outcome"] == "ok" and row["sandbox_id"] == "ab" * 32
@@ -267,32 +270,32 @@ def test_containerd_parser_unwraps_journald_and_reports_foreign_units():
         "Apr 30 19:43:01 host1 containerd[80757]: time=\"2024-04-30T19:43:01+08:00\" level=info msg=\"trunc",
         "Apr 30 19:43:01 host1 containerd[80757]: time=\"not-a-time\" level=info msg=\"x\"",
     ]
-    df, rep = logs.parse_containerd_lines(lines)
+    df, rep = containerd_log.parse_containerd_lines(lines)
     assert len(df) == 2 and (df["pid"] == 80757).all()
     by_line = {n: r for _, n, r in rep.skipped}
     assert "kvm" in by_line[3] and "truncated" in by_line[5] and "RFC3339" in by_line[6]
-    assert logs.run_pod_sandbox_spans(df)["duration_ms"].iloc[0] == pytest.approx(1250.0)
+    assert containerd_log.run_pod_sandbox_spans(df)["duration_ms"].iloc[0] == pytest.approx(1250.0)
 
 
 @settings(max_examples=80, deadline=None)
 @given(garbage=st.lists(st.text(max_size=150), max_size=15))
 def test_containerd_parser_is_never_fatal(garbage):
     lines = [g.replace("\n", " ") for g in garbage] + [RUN_START]
-    df, rep = logs.parse_containerd_lines(lines)
+    df, rep = containerd_log.parse_containerd_lines(lines)
     assert len(df) >= 1 and len(df) == rep.records
     assert rep.records + len(rep.skipped) <= len(lines)
 
 
 @pytest.mark.skipif(not JOURNAL.exists(), reason="upstream fixtures not present")
 def test_containerd_parser_reads_the_real_journald_dump():
-    df, rep = logs.parse_containerd_log(JOURNAL)
+    df, rep = containerd_log.parse_containerd_log(JOURNAL)
     assert rep.lines_read == sum(1 for _ in open(JOURNAL, errors="replace"))
     assert len(df) > 500 and (df["unit"] == "containerd").all()
     failed = df[df["event"] == "run_failed"]
     assert len(failed) == 5 and failed["pod_name"].str.match(r"sandbox-\d{3}-001").all()
     assert failed["sandbox_id"].str.len().eq(64).all()
     assert any("kata" in r for _, _, r in rep.skipped)
-    spans = logs.run_pod_sandbox_spans(df)
+    spans = containerd_log.run_pod_sandbox_spans(df)
     assert (spans["outcome"] == "failed").all() and len(spans) == 5
 
 
@@ -308,7 +311,7 @@ def test_original_layout_keeps_good_lines_and_reports_the_rest(results, junk):
         for i, (start, lat, extra) in enumerate(results):
             d.joinpath(f"_pod_{i:03d}_001.txt").write_text(f"sb{i} {start} {start + lat + extra} {lat}\n")
         d.joinpath("_pod_900_001.txt").write_text("\n".join(junk) + "\n")
-        df, rep, _ = logs.parse_original_layout(Path(tmp))
+        df, rep, _ = original.parse_original_layout(Path(tmp))
     good = df[~df["file"].str.contains("_pod_900")]
     assert good["latency_ms"].tolist() == [float(lat) for _, lat, _ in results]
     junk_rows = df[df["file"].str.contains("_pod_900")]
@@ -325,7 +328,7 @@ def test_pods_reader_is_never_fatal(junk):
         run = write_run(Path(tmp) / "r", variants={"none": 10.0}, concurrency=(2,), repeats=1)
         with open(run / "pods.jsonl", "a") as fh:
             fh.write("\n".join(junk) + ("\n" if junk else ""))
-        df, rep = logs.read_pods(run)
+        df, rep = read_pods(run)
     nonblank = sum(1 for j in junk if j.strip())
     assert len(df) == 2  # random text is never a valid pod record
     assert len(rep.skipped) == nonblank

@@ -181,10 +181,10 @@ def test_nic_cli_rehearses_apply_and_release_on_a_generated_tree(tmp_path, capsy
     root, run = tmp_path / "fake", tmp_path / "run"
     args = ["--testbed", str(testbed), "--root", str(root)]
     assert main(["nic", "fake-tree", *args]) == 0
-    assert main(["nic", "apply", *args, "--run-dir", str(run)]) == 0
+    assert main(["nic", "apply", *args, "--fake-kernel", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
     assert out.count("100 VFs on ['vfio-pci']") == 2 and "dev_fastiov is not a character device" in out
-    assert main(["nic", "release", *args, "--run-dir", str(run)]) == 0
+    assert main(["nic", "release", *args, "--fake-kernel", "--run-dir", str(run)]) == 0
     assert nic.list_vfs(root, PF0) == [] and (run / nic.NIC_RECORDS_FILE).is_file()
     assert main(["nic", "fake-tree", "--testbed", str(testbed), "--root", "/"]) == 2
 
@@ -199,7 +199,10 @@ def test_real_host_notebook_steps_act_on_a_fake_fastiov_host(tmp_path):
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb, hugepages_2m=0), tb)
     tb = tb.model_copy(update={"sys_root": root, "results_dir": tmp_path / "results"})
     prof = load_profile("smoke")
-    session = Session(tb, prof, create_run_dir(tb, prof, run_id="fake-fastiov"))
+    from fastiov_lib.testbeds import backend_for
+
+    session = Session(tb, prof, create_run_dir(tb, prof, run_id="fake-fastiov"),
+                      backend_for(tb, sysfs_writer=FakeSysfs(root)))
     checks = steps.host_step(session)
     assert dict(zip(checks["summary"]["status"], checks["summary"]["checks"]))["fail"] == 1  # no hugepages yet
     tables = steps.nic_step(session)

@@ -13,7 +13,9 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from fastiov_lib.analysis.parsers import ParseReport, read_pods, read_stages
+from fastiov_lib.analysis.instrumentation import read_stages
+
+from fastiov_lib.analysis.pods import ParseReport, read_pods
 from fastiov_lib.run.rundir import RunDir, open_run_dir
 
 Stat = Literal["mean", "p50", "p90", "p99", "max"]

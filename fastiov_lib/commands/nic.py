@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=None, help="sysfs/procfs root instead of the testbed's sys_root "
                                                 "(e.g. a tree made with `nic fake-tree`)")
     p.add_argument("--run-dir", default=None, help="append timing records to RUN_DIR/nic.jsonl")
+    p.add_argument("--fake-kernel", action="store_true",
+                   help="--root is a tree made by `nic fake-tree`: its files react as the kernel would")
     p.set_defaults(func=_run)
 
 
@@ -34,6 +36,14 @@ def _run(args: argparse.Namespace) -> int:
         build_fake_host(root, spec_for_testbed(tb, hugepages_2m=0), tb)
         print(f"fake host tree for {tb.name} written to {root} (apply/release there react like the kernel)")
         return 0
+    writer = None
+    if args.fake_kernel:
+        if root is None:
+            print("error: --fake-kernel needs --root (a tree made by `nic fake-tree`)")
+            return 2
+        from fastiov_lib.hw.fake_sysfs import FakeSysfs
+
+        writer = FakeSysfs(root)
     try:
         if args.action == "plan":
             rows = nic.nic_plan(tb, root)
@@ -42,13 +52,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"\n{len(rows)} actions" + ("; REFUSED by guards:\n  " + "\n  ".join(problems) if problems else ""))
             return 1 if problems else 0
         if args.action == "apply":
-            for r in nic.nic_apply(tb, run_dir, root):
+            for r in nic.nic_apply(tb, run_dir, root, writer):
                 create = [t["duration_ns"] for t in r.timings if t["event"] == "create_vfs"]
                 print(f"{r.pf}: {len(r.vfs)} VFs on {sorted(set(map(str, r.drivers.values())))}"
                       + (f", created in {create[0] / 1e6:.1f} ms" if create else "")
                       + "".join(f"\n  skipped {s['what']}: {s['reason']}" for s in r.skipped))
             return 0
-        for r in nic.nic_release(tb, run_dir, root):
+        for r in nic.nic_release(tb, run_dir, root, writer):
             print(f"{r.pf}: released {len(r.vfs)} VFs")
         return 0
     except (nic.NicError, HostChangesNotAllowed) as exc:

@@ -29,7 +29,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _import_original(args: argparse.Namespace) -> int:
-    from fastiov_lib.analysis.parsers import import_original_results
+    from fastiov_lib.analysis.original import import_original_results
 
     try:
         run, report = import_original_results(args.src, args.out, variant=args.variant, network=args.network)

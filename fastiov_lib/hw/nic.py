@@ -19,7 +19,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import stat
 import threading
 import time
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+from fastiov_lib.hw.pci import PciAddressError, format_pci, parse_pci, pci_dir
 from fastiov_lib.hw.host_steps import Action, HostChangesNotAllowed, Step, require_host_changes
 
 if TYPE_CHECKING:  # only for type hints: the guest path must not need pydantic models
@@ -35,10 +35,9 @@ if TYPE_CHECKING:  # only for type hints: the guest path must not need pydantic 
 
 NIC_RECORDS_FILE = "nic.jsonl"
 HUGEPAGES_2M = "sys/kernel/mm/hugepages/hugepages-2048kB"
-_PCI_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$")
 
 
-class NicError(RuntimeError):
+class NicError(PciAddressError):
     """A NIC operation failed or was refused; the message names the device and the file."""
 
 
@@ -61,18 +60,6 @@ class KernelSysfsWriter:
             os.write(fd, value.encode())
         finally:
             os.close(fd)
-
-
-FAKE_HOST_MARKER = ".fastiov-fake-host"  # written at the top of trees made by fastiov_lib.hw.fake_sysfs
-
-
-def default_writer(root: Path) -> SysfsWriter:
-    """The kernel's protocol; a generated fake tree (it has the marker file) gets its reactive writer."""
-    if (Path(root) / FAKE_HOST_MARKER).is_file():
-        from fastiov_lib.hw.fake_sysfs import FakeSysfs
-
-        return FakeSysfs(Path(root))
-    return KernelSysfsWriter()
 
 
 @dataclass(frozen=True)
@@ -123,10 +110,6 @@ class NicReport:
 
 # ---------------------------------------------------------------- reading the kernel's files
 
-def pci_dir(root: Path, address: str) -> Path:
-    return Path(root) / "sys/bus/pci/devices" / address
-
-
 def _read(path: Path) -> str | None:
     try:
         return Path(path).read_text().strip()
@@ -142,18 +125,6 @@ def _read_int(path: Path) -> int | None:
         return int(text, 0)
     except ValueError:
         return None
-
-
-def parse_pci(address: str) -> tuple[int, int, int, int]:
-    """(domain, bus, device, function) of `DDDD:BB:DD.F`; NicError when malformed."""
-    m = _PCI_RE.match(address)
-    if not m:
-        raise NicError(f"{address!r} is not a PCI address of the form DDDD:BB:DD.F")
-    return int(m[1], 16), int(m[2], 16), int(m[3], 16), int(m[4], 16)
-
-
-def format_pci(domain: int, bus: int, dev: int, fn: int) -> str:
-    return f"{domain:04x}:{bus:02x}:{dev:02x}.{fn:x}"
 
 
 def current_driver(root: Path, address: str) -> str | None:
@@ -375,7 +346,7 @@ def _timing(report: NicReport, event: str, duration_ns: int, **extra: Any) -> No
 
 def allocate_hugepages(root: Path, count: int, writer: SysfsWriter | None = None) -> dict[str, Any]:
     """Set the 2 MiB hugepage pool to `count`; returns requested/got/duration (got may be less)."""
-    writer = writer or default_writer(root)
+    writer = writer or KernelSysfsWriter()
     path = Path(root) / HUGEPAGES_2M / "nr_hugepages"
     if not path.exists():
         raise NicError(f"{path}: missing (no 2 MiB hugepage support in this kernel)")
@@ -441,7 +412,7 @@ def _bind_one(root: Path, vf: str, driver: str, writer: SysfsWriter, report: Nic
 def bind_vfs(root: Path, vfs: list[str], driver: str = "vfio-pci", writer: SysfsWriter | None = None,
              threads: int = 8, report: NicReport | None = None) -> NicReport:
     """Bind VFs to `driver` via driver_override + unbind + drivers_probe, `threads` at a time."""
-    writer = writer or default_writer(root)
+    writer = writer or KernelSysfsWriter()
     report = report or NicReport(pf="", requested_vfs=len(vfs), vfs=list(vfs))
     if not (Path(root) / "sys/bus/pci/drivers" / driver).is_dir():
         raise NicError(f"driver {driver!r} is not loaded ({Path(root) / 'sys/bus/pci/drivers' / driver} "
@@ -474,7 +445,7 @@ def prepare_vfs(root: Path, pf: str, num_vfs: int, driver: str = "vfio-pci", aut
     SR-IOV capable, or num_vfs exceeds sriov_totalvfs.
     """
     root = Path(root)
-    writer = writer or default_writer(root)
+    writer = writer or KernelSysfsWriter()
     problems = guard_problems(root, pf, num_vfs, netdevs)
     if problems:
         raise GuardError("; ".join(problems))
@@ -505,7 +476,7 @@ def release_vfs(root: Path, pf: str, writer: SysfsWriter | None = None, restore_
                 records_file: Path | None = None) -> NicReport:
     """Undo prepare_vfs: clear overrides, unbind the VFs, remove them, re-enable autoprobe."""
     root = Path(root)
-    writer = writer or default_writer(root)
+    writer = writer or KernelSysfsWriter()
     info = describe_pf(root, pf)
     report = NicReport(pf=pf, requested_vfs=0, vfs=info.vfs,
                        records_file=str(records_file) if records_file else None)

@@ -20,11 +20,11 @@ class Session:
     testbed: Testbed
     profile: Profile
     run: RunDir
+    backend: TestbedBackend = None  # type: ignore[assignment]  # None: the testbed's own back end
 
-    @property
-    def backend(self) -> TestbedBackend:
-        """The testbed's back end (what differs per testbed is asked of it)."""
-        return backend_for(self.testbed)
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            object.__setattr__(self, "backend", backend_for(self.testbed))
 
     def summary(self) -> pd.DataFrame:
         """A one-row table for the top of a notebook: which testbed, profile and run."""

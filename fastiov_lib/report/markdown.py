@@ -15,7 +15,7 @@ from fastiov_lib.analysis import stats as analysis
 from fastiov_lib.report import claims
 from fastiov_lib.testbeds import backend_class
 from fastiov_lib.report import figures as plots
-from fastiov_lib.analysis.parsers import build_stages_csv
+from fastiov_lib.analysis.instrumentation import build_stages_csv
 
 VSRIOV_MODULE = "fastiov_lib.analysis.vsriov"
 

@@ -1,7 +1,7 @@
 """Testbed back ends behind one interface (base.py); backend_for() is the only reader of a testbed's kind."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastiov_lib.testbeds.base import TestbedBackend
 
@@ -26,6 +26,6 @@ def backend_class(kind: str) -> type[TestbedBackend]:
     return classes[kind]
 
 
-def backend_for(testbed: "Testbed") -> TestbedBackend:
-    """The back end serving a loaded testbed file."""
-    return backend_class(testbed.kind)(testbed)
+def backend_for(testbed: "Testbed", **options: Any) -> TestbedBackend:
+    """The back end serving a loaded testbed file (`options` go to its constructor, e.g. a sysfs writer)."""
+    return backend_class(testbed.kind)(testbed, **options)

@@ -33,6 +33,11 @@ class FastiovHostBackend(TestbedBackend):
     default_variant = "fastiov"
     comparison = ("mean", "reduction")
 
+    def __init__(self, testbed, sysfs_writer=None):
+        super().__init__(testbed)
+        # None = the kernel's protocol; tests and `nic --fake-kernel` pass a generated tree's FakeSysfs
+        self.sysfs_writer = sysfs_writer
+
     def checks(self) -> list[Check]:
         from fastiov_lib.testbeds.fastiov_host.host_checks import fastiov_host_checks
 
@@ -46,7 +51,7 @@ class FastiovHostBackend(TestbedBackend):
     def prepare_nic(self, run: RunDir, profile: Profile) -> Tables:
         from fastiov_lib.hw.nic import nic_apply
 
-        reports = nic_apply(self.testbed, run.path)
+        reports = nic_apply(self.testbed, run.path, writer=self.sysfs_writer)
         result = pd.DataFrame([{"pf": r.pf, "vf": vf, "driver": r.drivers.get(vf)}
                                for r in reports for vf in r.vfs] +
                               [{"pf": r.pf, "vf": "", "driver": f"skipped {x['what']}: {x['reason']}"}

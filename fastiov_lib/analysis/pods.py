@@ -1,0 +1,136 @@
+"""Reading pods.jsonl: records to a tidy frame with derived latencies; bad lines counted, never fatal."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from pydantic import ValidationError
+
+from fastiov_lib.run.rundir import PODS_FILE, PodRecord, read_jsonl
+
+# Derived per-pod latencies (ms) computed from the raw monotonic ns timestamps of PodRecord.
+PHASE_COLUMNS = {
+    "startup_ms": ("t_released_ns", "t_sandbox_returned_ns"),
+    "network_ready_ms": ("t_released_ns", "t_network_ready_ns"),
+    "container_started_ms": ("t_released_ns", "t_container_started_ns"),
+    "app_completion_ms": ("t_released_ns", "t_container_exited_ns"),
+}
+
+
+@dataclass
+class ParseReport:
+    """What a parser read, kept and skipped; `skipped` holds (source, line number, reason)."""
+
+    source: str
+    lines_read: int = 0
+    records: int = 0
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+    def skip(self, line: int, reason: str, source: str | None = None) -> None:
+        self.skipped.append((source or self.source, line, reason))
+
+    def merge(self, other: "ParseReport") -> "ParseReport":
+        self.lines_read += other.lines_read
+        self.records += other.records
+        self.skipped.extend(other.skipped)
+        return self
+
+    def skipped_frame(self) -> pd.DataFrame:
+        """The skipped lines as a table (source, line, reason)."""
+        return pd.DataFrame(self.skipped, columns=["source", "line", "reason"])
+
+    def summary(self) -> str:
+        text = f"{self.source}: {self.records} records from {self.lines_read} lines"
+        if self.skipped:
+            first = self.skipped[0]
+            text += f", {len(self.skipped)} skipped (first: {first[0]} line {first[1]}: {first[2]})"
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+# pods.jsonl
+# --------------------------------------------------------------------------------------------------
+
+POD_FIELDS = list(PodRecord.model_fields)
+
+
+def _ms_between(df: pd.DataFrame, start: str, end: str) -> pd.Series:
+    a = pd.to_numeric(df[start], errors="coerce")
+    b = pd.to_numeric(df[end], errors="coerce")
+    return (b - a) / 1e6
+
+
+def pods_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """A DataFrame of validated pod records with the derived latency columns (ms).
+
+    startup_ms = sandbox returned - released; network_ready_ms, container_started_ms and
+    app_completion_ms are measured from the release as well (NaN where a phase was not reached).
+    `app` names the app-experiment workload (extra["app"], or the local download size) or is "".
+    """
+    rows = list(records)
+    df = pd.DataFrame(rows, columns=None if rows else POD_FIELDS)
+    for col in POD_FIELDS:
+        if col not in df.columns:
+            df[col] = None
+    for col in [c for c in POD_FIELDS if c.endswith("_ns")]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")
+    for name, (start, end) in PHASE_COLUMNS.items():
+        df[name] = _ms_between(df, start, end).astype("float64")
+    for col in ("concurrency", "repeat", "pod_index", "tenant"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(0).astype("int64")
+    extras = df["extra"] if "extra" in df.columns else pd.Series([{}] * len(df))
+    df["app"] = [_app_name(e) for e in extras]
+    return df
+
+
+def _app_name(extra: Any) -> str:
+    # a real host names its function (extra["app"]); the local workload downloads a file of file_mb MiB
+    if not isinstance(extra, dict):
+        return ""
+    if extra.get("app"):
+        return str(extra["app"])
+    if extra.get("file_mb") is not None:
+        return f"download {extra['file_mb']} MiB"
+    return ""
+
+
+def read_pods(path: str | Path) -> tuple[pd.DataFrame, ParseReport]:
+    """Read pods.jsonl (a file or a run directory) into a DataFrame; invalid lines are reported."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PODS_FILE
+    report = ParseReport(str(path))
+    raw, load = read_jsonl(path)
+    report.lines_read = load.lines_read
+    for number, reason in load.skipped:
+        report.skip(number, reason)
+    # read_jsonl returns records in file order; recover each record's line number for messages
+    bad = {n for n, _ in load.skipped}
+    numbers: list[int] = []
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            numbers = [n for n, line in enumerate(fh, start=1) if line.strip() and n not in bad]
+    good: list[dict[str, Any]] = []
+    for number, obj in zip(numbers, raw):
+        try:
+            rec = PodRecord.model_validate(obj)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "(record)"
+            report.skip(number, f"not a pod record: key '{key}': {err['msg']}")
+            continue
+        good.append(rec.model_dump())
+    report.records = len(good)
+    return pods_frame(good), report
+
+
+# --------------------------------------------------------------------------------------------------
+# The original artifact's layout: logs/time_kata_<MMDDHHMM>/con_<NNN>/_pod_<t>_<i>.txt
+# --------------------------------------------------------------------------------------------------
+
