@@ -64,6 +64,8 @@ def test_round_hooks_set_up_the_run_clean_up_switch_variant_and_slice_logs(tmp_p
         "fastiov.containerd_restart": ["sh", "-c", f"echo restart >> {restarts}"],
     })
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
+    for top in ("tmp/pod_test", "home", "root/ipu"):  # a host before its first run: no component dirs
+        shutil.rmtree(root / top)
     ipam = root / "var/lib/cni/networks/fastiov-net"
     ipam.mkdir(parents=True)
     for name in ("10.88.0.5", "last_reserved_ip.0", "lock"):

@@ -193,4 +193,4 @@ def test_real_host_notebook_steps_act_on_a_fake_fastiov_host(tmp_path):
     assert len(tables["result"][tables["result"]["vf"] != ""]) == 8
     assert set(tables["result"]["driver"][tables["result"]["vf"] != ""]) == {"vfio-pci"}
     assert (tables["plan_summary"]["writes"].sum() == len(tables["plan"])) and len(tables["timings"]) >= 10
-    assert steps.host_step(session)["summary"]["checks"].tolist() == [21, 0, 0]
+    assert steps.host_step(session)["summary"]["checks"].tolist() == [27, 0, 0]

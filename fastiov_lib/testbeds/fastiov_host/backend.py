@@ -90,6 +90,12 @@ class FastiovHostBackend(TestbedBackend):
             pod_name=original_pod_name,
         )
 
+    def describe(self) -> dict:
+        """Kind and name, plus whether the kernel already has upstream's per-VF device sets (for the report)."""
+        from fastiov_lib.testbeds.fastiov_host.kernel_facts import vf_devset_fact
+
+        return {**super().describe(), "vf_devset": vf_devset_fact(Path(self.testbed.sys_root)).as_dict()}
+
     def round_hooks(self):
         from fastiov_lib.testbeds.fastiov_host.round_hooks import RealHostRoundHooks
 
