@@ -105,3 +105,7 @@ def test_the_run_records_the_kernel_fact_for_the_report(host):
     assert facts["vf_devset"]["carries_change"] is False
     assert "does not carry" in kf.vf_devset_line(facts["vf_devset"])
     assert "not recorded" in kf.vf_devset_line(None)
+
+
+def test_a_run_without_real_host_set_up_has_no_kernel_line(tmp_path):
+    assert kf.vf_devset_line_for_run(tmp_path) is None

@@ -91,6 +91,9 @@ def test_round_hooks_set_up_the_run_clean_up_switch_variant_and_slice_logs(tmp_p
         assert sorted(p.name for p in ipam.iterdir()) == ["lock"]
         assert restarts.read_text() == "restart\n" and ring.read_text() == ""  # dmesg -C ran
         assert runtime_config.show_variant(tb, root)["matches"] == "vanilla"
+        from fastiov_lib.testbeds.fastiov_host.kernel_facts import vf_devset_line_for_run
+
+        assert "does not carry" in vf_devset_line_for_run(run.path)  # the fake host runs 6.4-rc5
         # the round: components append records, one line still being written
         (kata_dir / "cnicmp-4242.log").write_text("kata record\n")
         cd = root / "home/cni/cnicmp_logs/containerd_logs/tmp/cnicmp-20240502134136.log"

@@ -107,3 +107,14 @@ def vf_devset_line(fact: VfDevsetFact | dict | None) -> str:
                 "set, as on the paper's 6.4 host.")
     return (f"{head}: cannot tell whether it carries upstream's 'vfio/pci: {CHANGE_TITLE}' (which would remove "
             "the paper's first bottleneck without FastIOV).")
+
+
+def vf_devset_line_for_run(run_dir: Path) -> str | None:
+    """The report's sentence for a run measured on a real host (None when the run has no such record)."""
+    import json
+
+    try:
+        setup = json.loads((Path(run_dir) / "logs" / "run-setup.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return vf_devset_line(setup.get("vf_devset"))

@@ -25,6 +25,7 @@ from fastiov_lib.config import Testbed
 from fastiov_lib.hw.host_steps import require_host_changes
 
 IPAM_KEEP = {"lock"}
+RUN_SETUP_FILE = "run-setup.json"  # in <run>/logs/: what start() did, and the kernel's dev_set fact
 CLOCK_FILE = "clock.json"  # realtime - monotonic at collection, for QEMU's CLOCK_MONOTONIC stamps
 
 
@@ -172,6 +173,9 @@ class RealHostRoundHooks:
                                      self.s.stage_limits).start()
         self.started = True
         done["barrier"] = self.barrier.url
+        from fastiov_lib.testbeds.fastiov_host.kernel_facts import vf_devset_fact
+
+        done["vf_devset"] = vf_devset_fact(self.root).as_dict()  # the report says what it means
         try:
             if not self.s.containerd_restart_per_round:
                 done["containerd_restart_s"] = self.restart_containerd()
@@ -181,7 +185,7 @@ class RealHostRoundHooks:
             self.close()
             raise
         if run is not None:
-            _write_json(Path(run.logs_dir) / "run-setup.json", done)
+            _write_json(Path(run.logs_dir) / RUN_SETUP_FILE, done)
         return done
 
     def close(self) -> dict[str, Any]:
