@@ -178,3 +178,24 @@ def test_log_slicer_follows_a_rotated_file_without_copying_it_twice(tmp_path):
     (src / "cnicmp-1.log").write_text("c\n")
     assert sl.copy_new(dest / "r2") == {"cnicmp-1.log": 2}
     assert (dest / "r2" / "cnicmp-1.log").read_text() == "c\n" and not (dest / "r2" / "cnicmp-1-2024.log").exists()
+
+
+def test_the_engine_stops_the_barrier_server_when_a_sweep_ends_badly(tmp_path):
+    from fastiov_lib.bench import engine
+    from fastiov_lib.run.rundir import RunDir
+    from fastiov_lib.testbeds import backend_for
+
+    port = _free_port()
+    tb = load_testbed(EXAMPLE, overrides={
+        "allow_host_changes": True, "fastiov.barrier_port": port, "fastiov.log_settle_s": 0,
+        "fastiov.containerd_restart": ["true"], "fastiov.rpc_timeout_s": 5,
+        "fastiov.containerd_socket": str(tmp_path / "nobody-listens.sock")})
+    root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
+    tb = tb.model_copy(update={"sys_root": root})
+    dmesg, clear, _ = _fake_dmesg(tmp_path)
+    hooks = hostbench.RealHostRoundHooks(tb, netns_prefix="cni-fiovnone-", dmesg_cmd=dmesg, dmesg_clear_cmd=clear)
+    res = engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["vanilla"],
+                                   hooks=hooks, timeout_s=5)
+    assert [r.status for r in res.records] == ["failed"] and "did not answer" in res.message
+    assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
+    assert res.records[0].pod_name == "sandbox-001-001"
