@@ -199,3 +199,11 @@ def test_the_engine_stops_the_barrier_server_when_a_sweep_ends_badly(tmp_path):
     assert [r.status for r in res.records] == ["failed"] and "did not answer" in res.message
     assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
     assert res.records[0].pod_name == "sandbox-001-001"
+
+
+def test_variant_rounds_prints_the_round_plan_for_the_evaluator(capsys):
+    from fastiov_lib.commands.cli import main
+
+    assert main(["variant", "rounds", "--testbed", EXAMPLE]) == 0
+    out = capsys.readouterr().out
+    assert "start barrier server" in out and "/tmp/pod_test" in out and "dmesg -C" in out
