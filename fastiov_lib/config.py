@@ -1,6 +1,7 @@
 """Testbed and experiment-profile models: loading YAML files with errors that name file and key."""
 from __future__ import annotations
 
+import os
 from importlib import resources
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -19,7 +20,28 @@ from pydantic import (
     model_validator,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ENV = "FASTIOV_PROJECT"
+
+
+def _is_project(folder: Path) -> bool:
+    return (folder / "binaries_manifest.yaml").is_file() and (folder / "notebooks").is_dir()
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The artifact's folder (results/, notebooks/, testbeds/): $FASTIOV_PROJECT, else the nearest folder
+    at or above the working directory holding binaries_manifest.yaml and notebooks/, else the checkout
+    of an editable install, else the working directory."""
+    if os.environ.get(PROJECT_ENV):
+        return Path(os.environ[PROJECT_ENV]).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if _is_project(folder):
+            return folder
+    checkout = Path(__file__).resolve().parent.parent  # an editable install's checkout, if it is one
+    return checkout if _is_project(checkout) else here
+
+
+REPO_ROOT = project_root()
 PROFILES_DIR = Path(str(resources.files("fastiov_lib") / "profiles"))
 
 NetworkMode = Literal["none", "bridge", "macvlan", "hostdev", "ipvlan", "sriov"]
