@@ -112,7 +112,7 @@ class FastiovHostSettings(StrictModel):
     vf_driver: str = "vfio-pci"
     bind_threads: PositiveInt = 8
     fastiov_module_path: Path | None = None  # fastiov.ko; None = skip the module on this host
-    fastiov_device: Path = Path("/dev/dev_fastiov")
+    fastiov_device: Path = Path("/dev/dev_fastiov")  # the module's node: FastIOV QEMU registers guest memory there
     expected_kernel_suffix: str = "-rc5test"
     containerd_socket: Path = Path("/run/containerd/containerd.sock")
     containerd_config: Path = Path("/etc/containerd/config.toml")
@@ -134,11 +134,31 @@ class FastiovHostSettings(StrictModel):
     storage_port: int = Field(5100, ge=1, le=65535)
     rpc_timeout_s: PositiveFloat = 300.0
     # build, NIC and real-host round hooks (testbeds.fastiov_host.build, hw.nic, testbeds.fastiov_host.round_hooks)
-    fastiov_register_ioctl: int | None = None  # request number of the module's per-VF device-set ioctl
-    instrumentation_log_dirs: dict[str, Path] = Field(default_factory=dict)  # component -> dir of cnicmp-<pid>.log
-    qemu_log_dir: Path | None = None  # where the patched QEMU writes its timeline logs
+    # per-VF device-set registration of the patched host kernel: _IO(';', 125) on the VFIO container node
+    fastiov_register: Literal["auto", "always", "never"] = "auto"  # auto: only on the *expected_kernel_suffix kernel
+    fastiov_register_device: Path = Path("/dev/vfio/vfio")
+    fastiov_register_ioctl: int | None = Field(0x3B7D, ge=0)  # None = skip the registration
+    # the patched components hard-code these directories; they must exist before the first pod
+    pod_test_dir: Path = Path("/tmp/pod_test")  # kata shim and fastiov-cni exit at start without it
+    instrumentation_log_dirs: dict[str, Path] = Field(default_factory=lambda: {
+        "containerd": Path("/home/cni/cnicmp_logs/containerd_logs/tmp"),
+        "kata": Path("/home/hdcni/cnicmp/logs/kata_logs/tmp"),
+        "cni": Path("/home/hdcni/cnicmp/logs/cni_logs/tmp"),
+    })  # component -> dir of its cnicmp-*.log files
+    qemu_log_dir: Path | None = Path("/root/ipu/timeline-kata-qemu")  # QEMU timeline logs; None = not collected
     cni_ipam_dir: Path = Path("/var/lib/cni/networks")  # host-local IPAM state cleared between rounds
     containerd_restart: list[str] = Field(default_factory=lambda: ["systemctl", "restart", "containerd"])
+    containerd_restart_per_round: bool = False  # the original restarts once per run (per script)
+    dmesg_clear: bool = True  # `dmesg -C` before each round (as the original); false = keep the ring buffer
+    log_settle_s: float = Field(5.0, ge=0)  # wait before collecting a round's logs (the original sleeps 5 s)
+    # barrier/lock server the patched kata runtime calls (it hard-codes 127.0.0.1:5005)
+    barrier_port: int = Field(5005, ge=1, le=65535)
+    barrier_size: PositiveInt = 1  # /barrierVM answers when this many sandboxes have arrived (1 = at once)
+    stage_limits: dict[Literal["cniAdd", "resource1", "kataInterface", "startVM", "resource2", "total"],
+                       Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: dict.fromkeys(
+                           ("cniAdd", "resource1", "kataInterface", "startVM", "resource2", "total"), 400))
+    tenants: PositiveInt = 200  # pods of a round are spread over this many tenants (200 = one pod each at 200)
+    guest_kernel_config: Path | None = None  # .config of the guest kernel; None = config-* beside the kernels
     kernel_config: Path | None = None  # .config the host kernel starts from; None = /boot/config-<running>
     build_jobs: PositiveInt | None = None  # make -j; None = CPU count
 

@@ -256,6 +256,8 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
     except CriError as err:
         raise BenchError(f"{target.socket}: {err}") from None
     finally:
+        if hooks is not None and hasattr(hooks, "close"):
+            hooks.close()  # a real host's barrier server lives for the sweep, whatever happens
         writer.close()
         if runner is not None:
             runner.close()
@@ -483,7 +485,7 @@ def _build_pods(target: PodTarget, cri: CriClient, run: RunDir, info: RoundInfo,
     pods = []
     for i in range(info.concurrency):
         tenant, idx = divmod(i, per_tenant)
-        name = f"sandbox-{tenant}-{idx}"
+        name = target.pod_name(tenant + 1, idx + 1) if target.pod_name else f"sandbox-{tenant}-{idx}"
         uid = f"{info.round_id}-{i}"
         spec = PodSpec(name=name, namespace=POD_NAMESPACE, uid=uid,
                        log_directory=str(target.pod_log_root / info.round_id / name),
