@@ -87,6 +87,9 @@ class GuestImage:
     kernel: GuestKernel
     initramfs: Path
     device_note: str = ""  # why `auto` chose this device
+    marker_bios: Path | None = None  # the inner VMs' firmware (host path, reached in the guest over 9p)
+    shared_devset_sha256: str = ""  # the reverted vfio-pci-core.ko inside the initramfs ("" = none)
+    qemu62: tuple[tuple[str, Path], ...] = ()  # (variant, build dir) of the QEMU 6.2.0 builds run as inner QEMU
 
 
 def run_cmd(cmd: list[str], timeout: float, what: str, env: dict[str, str] | None = None,

@@ -27,7 +27,7 @@ HOST_PACKAGES = ("qemu-system-x86", "busybox-static", "gcc", "libc6-dev")
 GUEST_MODULES = ("igb", "nvme", "vfio-pci", "vfio_iommu_type1", "virtio_pci", "9pnet_virtio", "9p")
 BUSYBOX_APPLETS = ("sh", "mount", "umount", "cat", "echo", "ls", "modprobe", "readlink", "basename", "grep",
                    "poweroff", "dmesg", "tr", "cut", "head", "tail", "sed", "wc", "mkdir", "chroot", "sync",
-                   "sleep", "uname", "env", "true", "false", "timeout")
+                   "sleep", "uname", "env", "true", "false", "timeout", "insmod", "rmmod", "kill", "dd", "rm")
 
 
 
@@ -261,24 +261,54 @@ def choose_qemu_and_device(testbed: Testbed, apt: PrivateApt | None,
     return bpo, DEVICES["igb"], f"auto: bookworm-backports QEMU {bpo.version_text} has igb"
 
 
-def compile_vfbench(work_dir: Path) -> Path:
-    """guest/vfbench.c compiled statically (cached by source hash)."""
-    src = GUEST_DIR / "vfbench.c"
+def compile_guest_tool(work_dir: Path, name: str) -> Path:
+    """guest/<name>.c compiled statically (cached by source hash)."""
+    src = GUEST_DIR / f"{name}.c"
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    out = work_dir / "build" / f"vfbench-{digest}"
+    out = work_dir / "build" / f"{name}-{digest}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
-        run_cmd(["gcc", "-O2", "-Wall", "-static", "-pthread", "-o", str(tmp), str(src)], 300, "compiling vfbench.c")
+        run_cmd(["gcc", "-O2", "-Wall", "-static", "-pthread", "-o", str(tmp), str(src)], 300, f"compiling {name}.c")
         os.replace(tmp, out)
-        for old in out.parent.glob("vfbench-*"):
+        for old in out.parent.glob(f"{name}-*"):
             if old != out:
                 old.unlink()
     return out
 
 
+def compile_vfbench(work_dir: Path) -> Path:
+    """guest/vfbench.c compiled statically (cached by source hash)."""
+    return compile_guest_tool(work_dir, "vfbench")
+
+
+# where /init finds the reverted module (it loads it in place of the stock vfio-pci-core)
+SHARED_DEVSET_MODULE = "lib/vfio-shared-devset/vfio-pci-core.ko"
+
+# The inner VMs' firmware: 16-bit code at the reset vector that prints MARKER on COM1 and halts, so
+# "the VM started" is a line on its serial port, as early as a VM can say anything (no guest OS).
+MARKER = "FASTIOV-VM-UP"
+
+
+def write_marker_firmware(work_dir: Path) -> Path:
+    """A 64 KiB BIOS image for the inner VMs: prints MARKER on COM1 (0x3f8), then halts forever."""
+    code = bytearray(b"\xba\xf8\x03")  # mov dx, 0x3f8
+    for ch in (MARKER + "\n").encode():
+        code += bytes([0xB0, ch, 0xEE])  # mov al, ch; out dx, al
+    code += b"\xf4\xeb\xfd"  # hlt; jmp back to hlt
+    image = bytearray(b"\xf4" * 0x10000)
+    image[0:len(code)] = code
+    image[0xFFF0:0xFFF5] = b"\xea\x00\x00\x00\xf0"  # reset vector: jmp far f000:0000
+    out = work_dir / "build" / "marker-bios.bin"
+    if not out.exists() or out.read_bytes() != bytes(image):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(bytes(image))
+    return out
+
+
 def build_initramfs(kernel: GuestKernel, vfbench: Path, busybox: Path, out_dir: Path,
-                    init_script: Path = GUEST_DIR / "init.sh", modules: Iterable[str] = GUEST_MODULES) -> Path:
+                    init_script: Path = GUEST_DIR / "init.sh", modules: Iterable[str] = GUEST_MODULES,
+                    extra_files: dict[str, Path] | None = None) -> Path:
     """Write the guest's initramfs (cached by the hash of its inputs) and return its path.
 
     Contents: /init, busybox + applet links in /bin, /bin/vfbench, the modules (uncompressed) with
@@ -288,8 +318,10 @@ def build_initramfs(kernel: GuestKernel, vfbench: Path, busybox: Path, out_dir: 
     key = hashlib.sha256()
     for part in (kernel.version, ",".join(modules), ",".join(BUSYBOX_APPLETS)):
         key.update(part.encode())
-    for path in (init_script, vfbench, busybox):
+    extras = dict(sorted((extra_files or {}).items()))
+    for path in (init_script, vfbench, busybox, *extras.values()):
         key.update(hashlib.sha256(path.read_bytes()).digest())
+    key.update(",".join(extras).encode())
     out = out_dir / f"initramfs-{kernel.version}-{key.hexdigest()[:12]}.cpio.gz"
     if out.exists():
         return out
@@ -323,6 +355,11 @@ def build_initramfs(kernel: GuestKernel, vfbench: Path, busybox: Path, out_dir: 
     for applet in BUSYBOX_APPLETS:
         img.add_symlink(f"bin/{applet}", "busybox")
     img.add_file("bin/vfbench", vfbench.read_bytes(), 0o755)
+    for dest, path in extras.items():
+        parent = dest.rsplit("/", 1)[0] if "/" in dest else ""
+        if parent and parent not in ("bin", "lib"):
+            img.add_dir(parent)
+        img.add_file(dest, path.read_bytes(), 0o755)
     img.add_tree(staging / "lib", "lib")
     img.write(out)
     shutil.rmtree(staging, ignore_errors=True)
@@ -349,10 +386,19 @@ def plan_setup(testbed: Testbed) -> list[SetupStep]:
         steps.append(SetupStep("QEMU >= 8 for igb", f"bookworm-backports QEMU unpacked under {wd / 'qemu-backports'}",
                                (wd / "qemu-backports" / "usr/bin/qemu-system-x86_64").exists()))
     steps += [
-        SetupStep("vfbench", "guest/vfbench.c compiled statically", any((wd / "build").glob("vfbench-*"))),
-        SetupStep("initramfs", "busybox + modules + vfbench + /init as cpio newc",
-                  any((wd / "build").glob("initramfs-*.cpio.gz"))),
+        SetupStep("vfbench, vmstart", "guest/vfbench.c and guest/vmstart.c compiled statically",
+                  any((wd / "build").glob("vfbench-*")) and any((wd / "build").glob("vmstart-*"))),
     ]
+    if settings.shared_devset_module:
+        from fastiov_lib.testbeds.vsriov.vfio_module import STEPS
+
+        stamps = wd / "vfio-devset" / "stamps"
+        steps.append(SetupStep("vfio-pci-core, shared device set",
+                               f"Debian linux-source-6.1 + linux-headers: vfio-pci-core.ko with the per-VF device set "
+                               f"reverted ({', '.join(STEPS)}; stamped under {wd / 'vfio-devset'})",
+                               all((stamps / f"{s}.done").exists() for s in STEPS)))
+    steps.append(SetupStep("initramfs", "busybox + modules + vfbench + vmstart (+ reverted vfio-pci-core) + /init",
+                           any((wd / "build").glob("initramfs-*.cpio.gz"))))
     return steps
 
 
@@ -374,18 +420,26 @@ def prepare_guest(testbed: Testbed, progress: bool = True) -> GuestImage:
         qemu, device, note = choose_qemu_and_device(testbed, apt, notes.append)
         bar.update()
         vfbench = compile_vfbench(wd)
+        extra = {"bin/vmstart": compile_guest_tool(wd, "vmstart")}
+        devset_sha = ""
+        if settings.shared_devset_module:
+            from fastiov_lib.testbeds.vsriov.vfio_module import build_shared_devset_module
+
+            module = build_shared_devset_module(kernel, wd, apt)
+            extra[SHARED_DEVSET_MODULE] = module.path
+            devset_sha = module.sha256
         busybox = Path(shutil.which("busybox") or "/bin/busybox").resolve()
-        initramfs = build_initramfs(kernel, vfbench, busybox, wd / "build")
+        initramfs = build_initramfs(kernel, vfbench, busybox, wd / "build", extra_files=extra)
         bar.update()
     finally:
         bar.close()
-    return GuestImage(qemu, device, kernel, initramfs, note)
+    return GuestImage(qemu, device, kernel, initramfs, note, write_marker_firmware(wd), devset_sha)
 
 
 def clean(testbed: Testbed, keep_downloads: bool = True) -> list[Path]:
     """Remove built artefacts (and, unless keep_downloads, the downloaded .debs and apt lists)."""
     wd = settings_of(testbed).work_dir
-    targets = [wd / "build", wd / "qemu-backports.partial"]
+    targets = [wd / "build", wd / "qemu-backports.partial", wd / "vfio-devset"]
     if not keep_downloads:
         targets += [wd / "debs", wd / "apt", wd / "kernel", wd / "qemu-backports"]
     removed = []

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from fastiov_lib.config import REPO_ROOT, Profile, Testbed
-from fastiov_lib.testbeds.vsriov.common import DeviceModel, VsriovError, settings_of
+from fastiov_lib.testbeds.vsriov.common import DeviceModel, GuestImage, VsriovError, settings_of
 
 @dataclass(frozen=True)
 class GuestPlan:
@@ -23,13 +23,26 @@ class GuestPlan:
     inner_qemu_mb: tuple[int, ...] = ()  # a VMM inside the guest, per memory size; () = skip
     inner_qemu: str = ""  # the host's QEMU binary, run inside the guest through the 9p share
     inner_qemu_repeats: int = 3
+    # device-set behaviours: "stock" (this kernel: per-VF sets) and "shared" (the reverted module)
+    devsets: tuple[str, ...] = ()
+    devset_vfs: int = 4
+    repeats: int = 2  # device-set opens and concurrent VM starts, each this often
+    # concurrent VF-backed VM starts: "vanilla" (shared set, untouched memory), "fastiov" (per-VF, pre-faulted)
+    vm_configs: tuple[str, ...] = ()
+    vm_counts: tuple[int, ...] = ()
+    vm_mem_mb: int = 128
+    marker_bios: str = ""
+    # QEMU 6.2.0 as the inner QEMU: build directories of the stock and the patched build ("" = skip)
+    q62_stock: str = ""
+    q62_fastiov: str = ""
+    q62_mem_mb: int = 256
     python: str = sys.executable
     repo: str = str(REPO_ROOT)
 
     @property
     def needs_host_share(self) -> bool:
         """The NIC steps (host Python) and the inner QEMU (host binary) reach the host's / over 9p."""
-        return self.nic_steps or bool(self.benchmarks and self.inner_qemu_mb)
+        return self.nic_steps or bool(self.benchmarks and (self.inner_qemu_mb or self.vm_configs or self.q62_stock))
 
     def kernel_args(self, device: DeviceModel) -> list[str]:
         args = {
@@ -39,6 +52,10 @@ class GuestPlan:
             "parallel": int(self.parallel), "dmareps": self.dma_repeats, "share": int(self.needs_host_share),
             "innermem": ",".join(map(str, self.inner_qemu_mb)) if self.benchmarks else "",
             "innerqemu": self.inner_qemu, "innerreps": self.inner_qemu_repeats, "py": self.python, "repo": self.repo,
+            "devsets": ",".join(self.devsets) if self.benchmarks else "", "devvfs": self.devset_vfs, "reps": self.repeats,
+            "vmcfgs": ",".join(self.vm_configs) if self.benchmarks else "", "vmcounts": ",".join(map(str, self.vm_counts)),
+            "vmmem": self.vm_mem_mb, "bios": self.marker_bios, "q62stock": self.q62_stock,
+            "q62fastiov": self.q62_fastiov, "q62mem": self.q62_mem_mb,
         }
         for key, value in args.items():
             if re.search(r"\s", str(value)):
@@ -47,9 +64,10 @@ class GuestPlan:
 
 
 
-def make_plan(testbed: Testbed, profile: Profile, device: DeviceModel, benchmarks: bool, nic_steps: bool = True) -> GuestPlan:
+def make_plan(testbed: Testbed, profile: Profile, device: DeviceModel, benchmarks: bool, nic_steps: bool = True,
+              image: GuestImage | None = None) -> GuestPlan:
     """The guest plan for a profile: VF counts capped at what the device offers; DMA sizes checked
-    against the guest memory."""
+    against the guest memory; device-set and VM-start experiments as far as the image allows."""
     settings = settings_of(testbed)
     limit = min(settings.max_vfs, device.vf_limit)
     counts = tuple(sorted({min(n, limit) for n in profile.vsriov_vf_counts}))
@@ -64,7 +82,22 @@ def make_plan(testbed: Testbed, profile: Profile, device: DeviceModel, benchmark
     inner_qemu = (shutil.which(settings.qemu_bin) or "") if inner else ""
     if inner and not inner_qemu:
         raise VsriovError(f"vsriov.inner_qemu_memory_mb is set but {settings.qemu_bin!r} is not on PATH")
+    shared = bool(image and image.shared_devset_sha256)
+    devsets = (("stock", "shared") if shared else ("stock",)) if benchmarks else ()
+    vm_counts = tuple(sorted({min(n, limit) for n in profile.vsriov_vm_counts}))
+    vm_qemu = shutil.which(settings.qemu_bin) or ""
+    vm_ok = benchmarks and bool(image and image.marker_bios) and bool(vm_qemu)
+    vm_configs = (("vanilla", "fastiov") if shared else ("fastiov",)) if vm_ok else ()
+    if vm_configs and max(vm_counts) * settings.vm_memory_mb > settings.guest_memory_mb - 768:
+        raise VsriovError(f"profile {profile.name!r}: {max(vm_counts)} concurrent VMs of vsriov.vm_memory_mb="
+                          f"{settings.vm_memory_mb} need vsriov.guest_memory_mb >= "
+                          f"{max(vm_counts) * settings.vm_memory_mb + 768} (have {settings.guest_memory_mb})")
+    q62 = dict(image.qemu62) if (image and benchmarks and profile.vsriov_qemu62) else {}
     return GuestPlan(nic_steps=nic_steps, nic_vfs=limit, benchmarks=benchmarks, vf_counts=counts, dma_sizes_mb=sizes,
-                     dma_repeats=settings.dma_repeats, inner_qemu_mb=inner, inner_qemu=inner_qemu)
+                     dma_repeats=settings.dma_repeats, inner_qemu_mb=inner, inner_qemu=inner_qemu or vm_qemu,
+                     devsets=devsets, devset_vfs=min(limit, max(counts)), repeats=profile.vsriov_repeats,
+                     vm_configs=vm_configs, vm_counts=vm_counts, vm_mem_mb=settings.vm_memory_mb,
+                     marker_bios=str(image.marker_bios) if image and image.marker_bios else "",
+                     q62_stock=str(q62.get("stock", "")), q62_fastiov=str(q62.get("fastiov", "")))
 
 

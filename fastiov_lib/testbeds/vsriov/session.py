@@ -17,7 +17,7 @@ from fastiov_lib.testbeds.vsriov.boot import BootOutcome, boot_guest, qemu_comma
 from fastiov_lib.testbeds.vsriov.common import EMULATION_NOTE, VSRIOV_FILE, GuestImage, VsriovError, settings_of
 from fastiov_lib.testbeds.vsriov.image import prepare_guest
 from fastiov_lib.testbeds.vsriov.plans import GuestPlan, make_plan
-from fastiov_lib.testbeds.vsriov.protocol import GuestResult
+from fastiov_lib.testbeds.vsriov.protocol import BlockCollector, GuestResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,7 @@ def run_guest_session(testbed: Testbed, run: RunDir, profile: Profile, *, benchm
     """
     settings = settings_of(testbed)
     image = image or prepare_guest(testbed, progress=progress)
-    plan = make_plan(testbed, profile, image.device, benchmarks, nic_steps)
+    plan = make_plan(testbed, profile, image.device, benchmarks, nic_steps, image=image)
     session_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     run.logs_dir.mkdir(parents=True, exist_ok=True)
     console_log = run.logs_dir / f"vsriov-{session_id}-console.log"
@@ -91,7 +91,15 @@ def run_guest_session(testbed: Testbed, run: RunDir, profile: Profile, *, benchm
     outcome: BootOutcome | None = None
     where: dict[str, Any] = {"phase": "boot", "round_n": None}  # from the guest's VSRIOV markers
 
+    def emit(record: dict[str, Any]) -> None:
+        writer.append({**record, **meta, **where, "host_monotonic_ns": time.monotonic_ns()})
+        bar.update()
+
+    blocks = BlockCollector(run.logs_dir / f"vsriov-{session_id}-blocks", emit)
+
     def on_line(line: str) -> None:
+        if blocks.feed(line):
+            return
         guest_fh.write(line + "\n")
         guest_fh.flush()
         m = re.match(r"VSRIOV (phase|round n)=(\S+)", line)
