@@ -190,6 +190,8 @@ def qemu62_frame(run_dir: str | Path) -> pd.DataFrame:
                                                               "dma_maps"]],
                         on=["session_id", "label", "pid"], how="left")
     tl = _kind(df, "qemu_timeline")
+    if not tl.empty and "region" not in tl:
+        tl["region"] = ""
     opens, maps = {}, {}
     if not tl.empty:
         for (sid, label), g in tl.groupby(["session_id", "label"]):

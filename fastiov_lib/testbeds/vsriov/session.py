@@ -1,6 +1,7 @@
 """One guest session: set-up (cached), one boot with the NIC steps and the micro-benchmarks, records to the run."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -76,6 +77,9 @@ def run_guest_session(testbed: Testbed, run: RunDir, profile: Profile, *, benchm
     """
     settings = settings_of(testbed)
     image = image or prepare_guest(testbed, progress=progress)
+    build_note = None
+    if benchmarks and profile.vsriov_qemu62 and not image.qemu62:
+        image, build_note = _with_qemu62(testbed, run, image)
     plan = make_plan(testbed, profile, image.device, benchmarks, nic_steps, image=image)
     session_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     run.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +140,9 @@ def run_guest_session(testbed: Testbed, run: RunDir, profile: Profile, *, benchm
         writer.append({"kind": "session", **meta, "status": status, "error": error, "device_note": image.device_note,
                        "qemu_source": image.qemu.source, "boot_s": outcome.boot_s if outcome else None,
                        "total_s": outcome.total_s if outcome else None, "plan": asdict(plan),
-                       "bad_lines": len(outcome.bad_lines) if outcome else None,
+                       "bad_lines": len(outcome.bad_lines) if outcome else None, "qemu62_build": build_note,
+                       "qemu62": {v: str(p) for v, p in image.qemu62},
+                       "shared_devset_module_sha256": image.shared_devset_sha256 or None,
                        "emulation_note": EMULATION_NOTE})
         writer.close()
     result = VsriovResult(session_id, status, error, image.device.name, image.device_note,  # type: ignore[arg-type]
@@ -149,6 +155,18 @@ def run_guest_session(testbed: Testbed, run: RunDir, profile: Profile, *, benchm
         raise VsriovError(f"vsriov session {session_id}: {status}: {error} (console log: {console_log}"
                           + (f"; it ends with: {tail}" if tail else "") + ")")
     return result
+
+
+def _with_qemu62(testbed: Testbed, run: RunDir, image: GuestImage) -> tuple[GuestImage, str]:
+    """The image with the two QEMU 6.2.0 builds (built now if they are not yet), or unchanged and why not."""
+    from fastiov_lib.testbeds.vsriov import qemu62
+
+    t0 = time.monotonic()
+    try:
+        built = qemu62.ensure_built(testbed, run.path)
+    except VsriovError as exc:
+        return image, f"not built: {exc}"
+    return dataclasses.replace(image, qemu62=tuple(built.items())), f"ready ({time.monotonic() - t0:.0f} s)"
 
 
 _CONSOLE_WORDS = re.compile(r"Kernel panic|BUG:|Oops|Unable to|not syncing|timed out|error", re.I)

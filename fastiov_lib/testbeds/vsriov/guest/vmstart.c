@@ -51,11 +51,16 @@ struct vm {
 static char **child_argv(int argc, char **argv, const char *vf) {
     char **out = calloc((size_t)argc + 1, sizeof *out);
     for (int i = 0; i < argc; i++) {
-        const char *hit = strstr(argv[i], "{VF}");
-        if (!hit) { out[i] = argv[i]; continue; }
-        size_t len = strlen(argv[i]) - 4 + strlen(vf) + 1;
-        out[i] = malloc(len);
-        snprintf(out[i], len, "%.*s%s%s", (int)(hit - argv[i]), argv[i], vf, hit + 4);
+        size_t len = strlen(argv[i]) + 1, hits = 0;
+        for (const char *p = argv[i]; (p = strstr(p, "{VF}")); p += 4) hits++;
+        if (!hits) { out[i] = argv[i]; continue; }
+        out[i] = malloc(len + hits * strlen(vf));
+        char *w = out[i];
+        for (const char *p = argv[i]; *p;) {
+            if (!strncmp(p, "{VF}", 4)) { w = stpcpy(w, vf); p += 4; }
+            else *w++ = *p++;
+        }
+        *w = 0;
     }
     return out;
 }
