@@ -176,6 +176,8 @@ class VsriovSettings(StrictModel):
     run_timeout_s: PositiveFloat = 900.0
     dma_repeats: PositiveInt = 3  # each MAP_DMA size is measured this often (TCG timings are noisy)
     inner_qemu_memory_mb: list[PositiveInt] = Field(default_factory=lambda: [256])  # VMM-in-guest runs; [] = skip
+    shared_devset_module: bool = True  # build vfio-pci-core with the per-VF device set reverted (the paper's kernel)
+    vm_memory_mb: PositiveInt = 128  # memory of each of the concurrently started inner VMs
 
 
 class Testbed(StrictModel):
@@ -225,6 +227,9 @@ class Profile(StrictModel):
     pod_timeout_s: PositiveFloat = 120.0
     vsriov_vf_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1)
     vsriov_dma_sizes_mb: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
+    vsriov_vm_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4], min_length=1)  # concurrent inner VMs
+    vsriov_repeats: PositiveInt = 2  # device-set opens and concurrent VM starts, each this often
+    vsriov_qemu62: bool = False  # build (once) and run QEMU 6.2.0 stock and with 0001-qemu.patch
 
     @model_validator(mode="after")
     def _sorted_unique(self) -> "Profile":
