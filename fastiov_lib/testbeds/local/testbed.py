@@ -954,6 +954,8 @@ def cleanup(testbed: Testbed, timeout_s: float = 30.0) -> CleanupReport:
     loc = _local(testbed)
     p = paths_for(testbed)
     report = CleanupReport()
+    if workdir.adopt_own_layout(p.work_dir, testbed.name):
+        workdir.record_links(p.work_dir, set(_links()) & _own_link_names(testbed))
     if not workdir.require_owned(p.work_dir):  # refuses a folder the testbed did not create
         return report
     with testbed_lock.hold(p.work_dir, "testbed cleanup"):
@@ -1113,6 +1115,8 @@ def pod_leftovers(testbed: Testbed) -> list[str]:
 def down(testbed: Testbed) -> CleanupReport:
     """Tear the local testbed down completely: pods, containerd, links, pool, mounts, the work dir."""
     p = paths_for(testbed)
+    if workdir.adopt_own_layout(p.work_dir, testbed.name):  # made before markers: its links are ours
+        workdir.record_links(p.work_dir, set(_links()) & _own_link_names(testbed))
     if not workdir.require_owned(p.work_dir):  # nothing of ours here: touch nothing
         return CleanupReport()
     with testbed_lock.hold(p.work_dir, "testbed down"):
