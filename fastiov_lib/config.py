@@ -56,13 +56,17 @@ def _check_pci(value: str) -> str:
 
 PciAddress = Annotated[str, AfterValidator(_check_pci)]
 
+MAX_CONCURRENCY = 1024  # pods started at once; more would exhaust this host's PIDs/ports long before a result
+MAX_CONFIG_BYTES = 1 << 20  # testbed/profile YAML files are a few KiB; refuse huge ones before parsing
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
+
 
 class ConfigError(Exception):
     """A config file is missing, unreadable or invalid; the message names the file and the key."""
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # 1e400 is inf: refused
 
 
 class LocalSettings(StrictModel):
@@ -85,6 +89,17 @@ class LocalSettings(StrictModel):
     storage_port: int = Field(5100, ge=1, le=65535)
     rpc_timeout_s: PositiveFloat = 60.0
     start_timeout_s: PositiveFloat = 30.0
+
+    @model_validator(mode="after")
+    def _subnets_apart(self) -> "LocalSettings":
+        used = [m for m in ("bridge", "macvlan", "hostdev") if m in self.network_modes]
+        for i, a in enumerate(used):
+            for b in used[i + 1:]:
+                na, nb = getattr(self, f"{a}_subnet"), getattr(self, f"{b}_subnet")
+                if na.overlaps(nb):
+                    raise ValueError(f"{a}_subnet {na} overlaps {b}_subnet {nb}; each network mode needs "
+                                     "a subnet of its own")
+        return self
 
 
 class FastiovHostSettings(StrictModel):
@@ -161,6 +176,8 @@ class VsriovSettings(StrictModel):
     run_timeout_s: PositiveFloat = 900.0
     dma_repeats: PositiveInt = 3  # each MAP_DMA size is measured this often (TCG timings are noisy)
     inner_qemu_memory_mb: list[PositiveInt] = Field(default_factory=lambda: [256])  # VMM-in-guest runs; [] = skip
+    shared_devset_module: bool = True  # build vfio-pci-core with the per-VF device set reverted (the paper's kernel)
+    vm_memory_mb: PositiveInt = 128  # memory of each of the concurrently started inner VMs
 
 
 class Testbed(StrictModel):
@@ -198,18 +215,21 @@ class Profile(StrictModel):
 
     name: str
     description: str = ""
-    concurrency: list[PositiveInt] = Field(min_length=1)  # 04_bench's sweep
+    concurrency: list[Concurrency] = Field(min_length=1)  # 04_bench's sweep
     repeats: PositiveInt = 1
     bench_network: NetworkMode = "bridge"  # network mode 04_bench sweeps on the local testbed
     ablation_networks: list[NetworkMode] = Field(default_factory=lambda: ["none", "bridge"], min_length=1)
-    ablation_concurrency: list[PositiveInt] = Field(default_factory=lambda: [4], min_length=1)
+    ablation_concurrency: list[Concurrency] = Field(default_factory=lambda: [4], min_length=1)
     variants: list[str] = Field(default_factory=lambda: ["vanilla", "fastiov"], min_length=1)  # real host
-    app_concurrency: list[PositiveInt] = Field(default_factory=lambda: [2], min_length=1)
+    app_concurrency: list[Concurrency] = Field(default_factory=lambda: [2], min_length=1)
     app_repeats: PositiveInt = 1
-    app_file_mb: PositiveInt = 4
+    app_file_mb: PositiveInt = Field(4, le=4096)
     pod_timeout_s: PositiveFloat = 120.0
     vsriov_vf_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1)
     vsriov_dma_sizes_mb: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
+    vsriov_vm_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4], min_length=1)  # concurrent inner VMs
+    vsriov_repeats: PositiveInt = 2  # device-set opens and concurrent VM starts, each this often
+    vsriov_qemu62: bool = False  # build (once) and run QEMU 6.2.0 stock and with 0001-qemu.patch
 
     @model_validator(mode="after")
     def _sorted_unique(self) -> "Profile":
@@ -232,10 +252,26 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping; ConfigError names the file (and line) otherwise."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes, larger than the {MAX_CONFIG_BYTES} bytes a testbed or "
+                              "profile file may have; is this the right file?")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    if b"\0" in raw:
+        raise ConfigError(f"{path}: binary file (NUL bytes), expected a YAML text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}), expected a YAML text file") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -255,7 +291,13 @@ def load_testbed(path: str | Path, overrides: dict[str, Any] | None = None) -> T
         tb = Testbed.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(path, err)) from None
-    return tb.model_copy(update={"source_path": path})
+    update: dict[str, Any] = {"source_path": path}
+    # a relative work_dir is taken from the testbed file's folder, never from wherever the user stands
+    for section in ("local", "vsriov"):
+        settings = getattr(tb, section)
+        if settings is not None and not settings.work_dir.is_absolute():
+            update[section] = settings.model_copy(update={"work_dir": (path.parent / settings.work_dir).resolve()})
+    return tb.model_copy(update=update)
 
 
 def load_profile(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Profile:
