@@ -39,14 +39,17 @@ def _bench(args: argparse.Namespace) -> int:
     run = create_run_dir(testbed, profile, run_id=out.name, results_root=out.parent)
     experiment = args.experiment or ("startup" if len(args.network) == 1 else "ablation")
     results = []
+    from fastiov_lib.testbeds import backend_for
+
+    hooks = backend_for(testbed).round_hooks()  # e.g. the instrumented containerd's mode switch + records
     try:
         results.append(bench.run_startup_sweep(testbed, run, args.concurrency, args.repeats,
                                                variants=args.variant or args.network, experiment=experiment,
-                                               timeout_s=args.timeout))
+                                               timeout_s=args.timeout, hooks=hooks))
         if args.app:
             results.append(bench.run_app_sweep(testbed, run, args.app_concurrency or args.concurrency,
                                                args.repeats, network=args.app_network, file_mb=args.app_file_mb,
-                                               timeout_s=args.timeout))
+                                               timeout_s=args.timeout, hooks=hooks))
     except bench.BenchInterrupted as exc:
         print(f"{exc}; records so far are in {run.pods_file}", file=sys.stderr)
         return 130 if exc.signum == 2 else 143

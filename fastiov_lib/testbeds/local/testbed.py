@@ -53,6 +53,7 @@ from typing import Any
 import tomlkit
 
 from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.local import instrumented
 from fastiov_lib.testbeds.local.oci_image import write_oci_image
 from fastiov_lib.config import Testbed
 
@@ -139,6 +140,7 @@ class LocalPaths:
     """Every path the local testbed uses, derived from its work_dir."""
 
     work_dir: Path
+    instrumented: bool = False  # the paper's containerd 1.3 (instrumented.py) instead of Debian's
 
     @property
     def containerd_dir(self) -> Path:
@@ -201,8 +203,15 @@ class LocalPaths:
 
     @property
     def netns_dir(self) -> Path:
+        if self.instrumented:  # 1.3's /run/netns, bound here inside its mount namespace
+            return self.work_dir / "netns"
         # where containerd 1.6 mounts pod network namespaces with netns_mounts_under_state_dir
         return self.state / "io.containerd.grpc.v1.cri" / "netns"
+
+    @property
+    def cni_cache_dir(self) -> Path:
+        # libcni's cache: 1.3 runs with /var/lib/cni bound into the work dir; 1.6 cannot move it
+        return self.work_dir / "var-lib-cni" / "results" if self.instrumented else CNI_CACHE_DIR
 
 
 @dataclass(frozen=True)
@@ -254,7 +263,7 @@ def _local(testbed: Testbed):
 
 
 def paths_for(testbed: Testbed) -> LocalPaths:
-    return LocalPaths(Path(_local(testbed).work_dir))
+    return LocalPaths(Path(_local(testbed).work_dir), instrumented=_local(testbed).containerd == "instrumented")
 
 
 def runtime_handler_for(testbed: Testbed, mode: str) -> str:
@@ -608,10 +617,14 @@ def conflist_for(testbed: Testbed, mode: str) -> dict[str, Any]:
 
 def containerd_config(testbed: Testbed, modes: list[str]) -> str:
     """containerd 1.6 config.toml (version 2) for the private instance: own root/state/socket, one
-    runtime handler per network mode, restrict_oom_score_adj, netns under the state dir."""
+    runtime handler per network mode, restrict_oom_score_adj, netns under the state dir
+    (the instrumented 1.3: its version 1 format, see instrumented.config_v1)."""
     loc = _local(testbed)
     p = paths_for(testbed)
     runc = shutil.which(loc.runc_bin) or loc.runc_bin
+    if p.instrumented:
+        handlers = sorted({runtime_handler_for(testbed, m) for m in modes} | {testbed.runtime_handler})
+        return instrumented.config_v1(testbed, p, handlers, image_ref(testbed, "pause"), runc)
     cri_id = "io.containerd.grpc.v1.cri"
 
     def runtime(mode: str) -> dict[str, Any]:
@@ -695,6 +708,10 @@ def _prepare_work_dir(testbed: Testbed, modes: list[ModeSupport]) -> bool:
         conf_dir.mkdir(parents=True, exist_ok=True)
         _write_if_changed(conf_dir / f"10-{network_name(testbed, mode)}.conflist",
                           json.dumps(conflist_for(testbed, mode), indent=2) + "\n")
+    if p.instrumented and not instrumented.active_conf_dir(testbed).is_dir():
+        default_mode = "bridge" if "bridge" in usable else usable[0]
+        instrumented.activate_mode(testbed, conflist_for(testbed, default_mode) if default_mode != "none" else None,
+                                   default_mode, p.socket)
     return _write_if_changed(p.config, containerd_config(testbed, usable))
 
 
@@ -814,14 +831,21 @@ def start_containerd(testbed: Testbed) -> int:
     pid = containerd_pid(testbed)
     if pid is not None:
         return pid
-    binary = shutil.which(loc.containerd_bin)
-    if binary is None:
-        raise LocalTestbedError(f"{loc.containerd_bin}: not found; apt-get install containerd")
+    if p.instrumented:
+        argv = instrumented.launch_argv(testbed, p)
+    else:
+        binary = shutil.which(loc.containerd_bin)
+        if binary is None:
+            raise LocalTestbedError(f"{loc.containerd_bin}: not found; apt-get install containerd")
+        argv = [binary, "--config", str(p.config)]
     p.socket.unlink(missing_ok=True)
     with open(p.log_file, "ab") as log:
         log.write(f"--- fastiov_lib: starting containerd at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
         log.flush()
-        proc = subprocess.Popen([binary, "--config", str(p.config)], stdin=subprocess.DEVNULL, stdout=log,
+        # the 1.3 daemon must find its own containerd-shim-runc-v2 first, not Debian's
+        env = {**os.environ, "PATH": f"{instrumented.bin_dir(testbed)}:{os.environ.get('PATH', '/usr/bin:/bin')}"} \
+            if p.instrumented else None
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     p.pid_file.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + loc.start_timeout_s
@@ -909,12 +933,15 @@ def ensure_up(testbed: Testbed) -> LocalTestbedHandle:
                                 "creates links, namespaces and a containerd (set allow_host_changes: true)")
     if os.geteuid() != 0:
         raise LocalTestbedError("the local testbed needs root (containerd, network namespaces, links)")
-    for binary in (loc.containerd_bin, loc.ctr_bin, loc.runc_bin, "gcc", "ip", "flock"):
+    needed = ("unshare", "mount") if loc.containerd == "instrumented" else (loc.containerd_bin,)
+    for binary in (*needed, loc.ctr_bin, loc.runc_bin, "gcc", "ip", "flock"):
         if shutil.which(binary) is None:
             raise LocalTestbedError(f"{binary}: not found; apt-get install containerd runc "
                                     "containernetworking-plugins gcc libc6-dev iproute2 util-linux")
     p = paths_for(testbed)
     p.work_dir.mkdir(parents=True, exist_ok=True)
+    if p.instrumented:
+        instrumented.ensure_built(testbed)  # stamped: nothing to do after 01_build
     # one bring-up at a time (a notebook and a CLI call must not start two containerds)
     with open(p.work_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -965,7 +992,7 @@ def cleanup(testbed: Testbed, timeout_s: float = 30.0) -> CleanupReport:
             f.unlink(missing_ok=True)
             report.ipam_files.append(str(f.relative_to(p.ipam_dir)))
     for mode in LOCAL_MODES:
-        for f in sorted(CNI_CACHE_DIR.glob(f"{network_name(testbed, mode)}-*")):
+        for f in sorted(p.cni_cache_dir.glob(f"{network_name(testbed, mode)}-*")):
             f.unlink(missing_ok=True)
             report.cache_files.append(f.name)
     used = p.pool_dir / "used"
@@ -1090,7 +1117,7 @@ def pod_leftovers(testbed: Testbed) -> list[str]:
     if (p.pool_dir / "used").is_dir():
         out += [f"pool link {f.name} lent" for f in (p.pool_dir / "used").iterdir()]
     for mode in LOCAL_MODES:
-        out += [f"cni cache {f.name}" for f in CNI_CACHE_DIR.glob(f"{network_name(testbed, mode)}-*")]
+        out += [f"cni cache {f.name}" for f in p.cni_cache_dir.glob(f"{network_name(testbed, mode)}-*")]
     return out
 
 
@@ -1113,12 +1140,16 @@ def down(testbed: Testbed) -> CleanupReport:
             if _delete_link(name):
                 report.links.append(name)
     for mode in LOCAL_MODES:
-        for f in CNI_CACHE_DIR.glob(f"{network_name(testbed, mode)}-*"):
+        for f in p.cni_cache_dir.glob(f"{network_name(testbed, mode)}-*"):
             f.unlink(missing_ok=True)
             report.cache_files.append(f.name)
     if p.work_dir.exists():
         if _mounts_under(p.work_dir):
             report.errors.append(f"mounts remain under {p.work_dir}; not removing it")
+        elif p.instrumented:  # the instrumented containerd's build stays (a rebuild takes minutes)
+            for child in p.work_dir.iterdir():
+                if child.name not in ("build", "containerd-1.3"):
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         else:
             shutil.rmtree(p.work_dir, ignore_errors=True)
     return report
