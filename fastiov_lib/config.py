@@ -67,6 +67,7 @@ class LocalSettings(StrictModel):
     # 0001-containerd.patch (+ the artifact's per-pod-netns fix), built by 01_build into work_dir/build
     containerd: Literal["debian", "instrumented"] = "debian"
     sources_dir: Path | None = None  # offline upstream archives for that build (None/missing: fetch upstream)
+    build_dir: Path | None = None  # where it is built and installed (bin/); None = work_dir/build
 
 
 class FastiovHostSettings(StrictModel):

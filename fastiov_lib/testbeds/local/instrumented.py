@@ -3,7 +3,7 @@
 Selected by `local.containerd: instrumented`. 01_build builds it with the real host's Builder (same
 manifest pins, same fetch/verify/patch/build steps; `local` scope, so the artifact's per-pod-netns
 fix 0003 is applied and the real host's 0002 is not) into `<work_dir>/build`, and installs its
-binaries into `<work_dir>/containerd-1.3/bin`. It runs in a mount namespace of its own
+binaries into `<work_dir>/build/bin` (`local.build_dir` moves both). It runs in a mount namespace of its own
 (mountns.py) so its hard-coded record path `/home/cni/cnicmp_logs/containerd_logs/tmp/` is
 `<work_dir>/home/...`. Its CRI speaks v1alpha2 only and its config is containerd 1.3's (version 1)
 format; 1.3 has one CNI conf_dir for all runtimes, so each round's network mode is activated by
@@ -41,11 +41,11 @@ def work_dir(testbed: Testbed) -> Path:
 
 
 def build_dir(testbed: Testbed) -> Path:
-    return work_dir(testbed) / "build"
+    return Path(testbed.local.build_dir) if testbed.local.build_dir else work_dir(testbed) / "build"
 
 
 def bin_dir(testbed: Testbed) -> Path:
-    return work_dir(testbed) / "containerd-1.3" / "bin"
+    return build_dir(testbed) / "bin"
 
 
 def records_dir(testbed: Testbed) -> Path:
@@ -75,7 +75,7 @@ def _builder(testbed: Testbed, run_path: Path | None = None):
 
     comp = containerd_component(version=BUILD_VERSION, install_dir=str(bin_dir(testbed)))
     return Builder(testbed, run_path=run_path, components=[comp], sources=sources_dir(testbed),
-                   build_dir=build_dir(testbed), scope="local", root=work_dir(testbed))
+                   build_dir=build_dir(testbed), scope="local", root=build_dir(testbed))
 
 
 def build(testbed: Testbed, run_path: Path | None = None) -> list[dict[str, Any]]:

@@ -1148,7 +1148,7 @@ def down(testbed: Testbed) -> CleanupReport:
             report.errors.append(f"mounts remain under {p.work_dir}; not removing it")
         elif p.instrumented:  # the instrumented containerd's build stays (a rebuild takes minutes)
             for child in p.work_dir.iterdir():
-                if child.name not in ("build", "containerd-1.3"):
+                if child.name != "build":
                     shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         else:
             shutil.rmtree(p.work_dir, ignore_errors=True)
