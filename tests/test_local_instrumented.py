@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from fastiov_lib.analysis.instrumentation import join_by_sandbox, pods_without_records
-from fastiov_lib.config import REPO_ROOT, Testbed
+from fastiov_lib.config import REPO_ROOT, Testbed  # noqa: F401  (Testbed: type of the fixtures)
 from fastiov_lib.cri import CriClient
 from fastiov_lib.testbeds.local import instrumented
 from fastiov_lib.testbeds.local import testbed as local_testbed
@@ -113,6 +113,10 @@ def test_the_local_scope_applies_our_per_pod_netns_patch_after_fastiovs(tmp_path
 def itb(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root")
+    from fastiov_lib.config import load_testbed
+
+    # the shared build lives in testbeds/local-instrumented.yaml's work dir: own it before building there
+    instrumented._claim_work_dir(load_testbed(REPO_ROOT / "testbeds" / "local-instrumented.yaml"))
     tb = _instrumented(tmp_path_factory.mktemp("instr") / "tb")
     yield tb
     local_testbed.down(tb)

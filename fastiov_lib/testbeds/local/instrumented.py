@@ -78,11 +78,20 @@ def _builder(testbed: Testbed, run_path: Path | None = None):
                    build_dir=build_dir(testbed), scope="local", root=build_dir(testbed))
 
 
+def _claim_work_dir(testbed: Testbed) -> None:
+    # the build goes inside the work dir by default: claim the folder first, as bring-up would
+    from fastiov_lib.testbeds.local import workdir
+
+    if build_dir(testbed).is_relative_to(work_dir(testbed)):
+        workdir.claim(work_dir(testbed), testbed.name)
+
+
 def build(testbed: Testbed, run_path: Path | None = None) -> list[dict[str, Any]]:
     """Build (or reuse: stamped steps are skipped) the instrumented containerd; one row per step."""
     from fastiov_lib.testbeds.fastiov_host.build.builder import BuildError
     from fastiov_lib.testbeds.fastiov_host.build.manifest import ManifestError
 
+    _claim_work_dir(testbed)
     try:
         rows = _builder(testbed, run_path).apply()
     except (BuildError, ManifestError) as exc:
