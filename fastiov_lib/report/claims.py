@@ -101,6 +101,7 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
 
     Raises ConfigError naming the file and the claim on an invalid entry or a duplicate id.
     """
+    _import_optional_metric_modules()  # so that every metric a claim names can be looked up
     files = sorted(CLAIMS_DIR.glob("*.yaml")) if paths is None else [Path(p) for p in paths]
     out: list[Claim] = []
     seen: dict[str, Path] = {}
