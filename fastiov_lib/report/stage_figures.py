@@ -179,6 +179,11 @@ def cni_share_growth(run_dir: Path, low: str = "none", high: str = "hostdev") ->
 
 # ------------------------------------------------------------------ the instrumentation's cost
 
+def _profile_name(info: dict) -> str | None:
+    prof = info.get("profile")
+    return info.get("profile_name") or (prof.get("name") if isinstance(prof, dict) else prof)
+
+
 def find_debian_run(results_dir: Path, profile: str | None) -> Path | None:
     """The newest run of a Debian-containerd local testbed with the same profile (else the example run)."""
     best: tuple[str, Path] | None = None
@@ -188,7 +193,7 @@ def find_debian_run(results_dir: Path, profile: str | None) -> Path | None:
         except (OSError, json.JSONDecodeError):
             continue
         flavour = (info.get("containerd") or {}).get("flavour", "debian")
-        if info.get("testbed_kind") == "local" and flavour == "debian" and (profile is None or info.get("profile") == profile):
+        if info.get("testbed_kind") == "local" and flavour == "debian" and (profile is None or _profile_name(info) == profile):
             key = str(info.get("started") or info.get("start_time") or run_json.parent.name)
             if best is None or key > best[0]:
                 best = (key, run_json.parent)
@@ -235,12 +240,15 @@ def report_section(run_dir: str | Path) -> tuple[str, list[Path]]:
               "![stage growth](figures/stage_growth.png)", ""]
     from fastiov_lib.config import REPO_ROOT
 
-    debian = find_debian_run(run_dir.parent, info.get("profile")) or (REPO_ROOT / "results" / "example-local")
+    debian = find_debian_run(run_dir.parent, _profile_name(info)) or (REPO_ROOT / "results" / "example-local")
     if (debian / "pods.jsonl").is_file():
         cmp = containerd_comparison(run_dir, debian)
         if not cmp.empty:
+            deb_info = json.loads((debian / "run.json").read_text()) if (debian / "run.json").is_file() else {}
             lines += ["### The instrumentation's cost: instrumented 1.3 vs Debian 1.6", "",
-                      f"Debian run: `{debian.name}` (same sweep where the profiles match). Different "
+                      f"Debian run: `{debian.name}` (profile {_profile_name(deb_info) or '?'}; this run: "
+                      f"{_profile_name(info) or '?'}); rows where both have the same experiment, mode and "
+                      "concurrency. Different "
                       "containerd versions differ in more than the timing records, so the ratio bounds "
                       "the instrumentation's cost from above.", "", _md_table(cmp, ".2f"), ""]
     return "\n".join(lines), figs
