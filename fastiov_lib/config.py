@@ -89,6 +89,11 @@ class LocalSettings(StrictModel):
     storage_port: int = Field(5100, ge=1, le=65535)
     rpc_timeout_s: PositiveFloat = 60.0
     start_timeout_s: PositiveFloat = 30.0
+    # debian: the distribution's containerd (1.6); instrumented: the paper's containerd 1.3 with
+    # 0001-containerd.patch (+ the artifact's per-pod-netns fix), built by 01_build into work_dir/build
+    containerd: Literal["debian", "instrumented"] = "debian"
+    sources_dir: Path | None = None  # offline upstream archives for that build (None/missing: fetch upstream)
+    build_dir: Path | None = None  # where it is built and installed (bin/); None = work_dir/build
 
     @model_validator(mode="after")
     def _subnets_apart(self) -> "LocalSettings":
