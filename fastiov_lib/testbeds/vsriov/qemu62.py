@@ -49,7 +49,7 @@ def _builder(testbed: Testbed, run_path: Path | None, sources: Path | None):
                             replace=TCG, patched=False)]
     src = sources if sources is not None else (SOURCES_DIR if SOURCES_DIR.is_dir() else None)
     return Builder(testbed, run_path=run_path, components=comps, build_dir=wd, cache_dir=wd / "cache",
-                   sources=src, root=wd / "root", scope="vsriov")
+                   sources=src, root=wd / "root", scope="fastiov")
 
 
 def plan(testbed: Testbed, sources: Path | None = None) -> list[dict[str, str]]:
