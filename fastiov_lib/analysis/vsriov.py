@@ -495,7 +495,8 @@ def report_section(run_dir: str | Path) -> tuple[str, list[Path]]:
         "### QEMU 6.2.0: stock vs FastIOV's patch\n",
         "The patched QEMU skips the eager DMA map of `mem0`. Without the host module `/dev/dev_fastiov` "
         "nothing maps that RAM later: the VM's device must not do DMA (no lazy mapping). Its timeline "
-        "log is parsed with the real host's parser.\n",
+        "log is parsed with the real host's parser. `fastiov-ram0` is the patched binary with its RAM under "
+        "another name, which it maps eagerly: the skip's saving within one binary.\n",
         _md_table(startup.qemu62_summary(run_dir)),
         "Their claims (V1-V6, V8-V13) are in the report's claims table.\n",
     ]
