@@ -3,6 +3,10 @@
 Everything here reads only the run directory. The numbers come from emulated hardware (QEMU/TCG):
 the kernel code paths are real, so shapes and ratios carry over to a real server; absolute times
 do not (page zeroing and device emulation under TCG are 50-100x slower than on hardware).
+
+What the notebooks call: `tables(run_dir)` (every table by name; 03_nic gets them from the back
+end's `prepare_nic` as `vsriov_<name>`), `build_figures(run_dir)` (name -> Figure, only those the
+run has data for), `claims_table(run_dir)`; the report calls `report_section(run_dir)`.
 """
 from __future__ import annotations
 
