@@ -135,3 +135,14 @@ def test_parse_override_reads_yaml_values():
     assert parse_override("interactive=false") == ("interactive", False)
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("no-equals-sign")
+
+
+def test_project_root_is_found_from_the_working_directory_not_the_install(tmp_path, monkeypatch):
+    from fastiov_lib.config import project_root
+
+    proj = tmp_path / "artifact"
+    (proj / "notebooks" / "deep").mkdir(parents=True)
+    (proj / "binaries_manifest.yaml").write_text("binaries: []\n")
+    assert project_root(proj / "notebooks" / "deep") == proj.resolve()
+    monkeypatch.setenv("FASTIOV_PROJECT", str(tmp_path / "elsewhere"))
+    assert project_root(proj) == (tmp_path / "elsewhere").resolve()

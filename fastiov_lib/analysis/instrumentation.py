@@ -278,10 +278,15 @@ def build_stages_csv(run_dir: str | Path) -> tuple[Path | None, ParseReport]:
     """
     run_dir = Path(run_dir)
     df, report = parse_instrumentation_dir(run_dir / "logs")
-    if df.empty:
+    from fastiov_lib.analysis.qemu_timeline import qemu_stages_dir  # a real host's QEMU timelines
+
+    qemu, qemu_report = qemu_stages_dir(run_dir / "logs")
+    report.merge(qemu_report)
+    if df.empty and qemu.empty:
         return None, report
     pods, _ = read_pods(run_dir)
-    stages = assign_rounds(stages_from_instrumentation(df), pods)
+    parts = ([stages_from_instrumentation(df)] if not df.empty else []) + ([qemu] if not qemu.empty else [])
+    stages = assign_rounds(pd.concat(parts, ignore_index=True), pods)
     out = run_dir / STAGES_FILE
     tmp = out.with_suffix(".csv.tmp")
     stages.to_csv(tmp, index=False)

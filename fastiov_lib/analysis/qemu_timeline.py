@@ -1,19 +1,20 @@
-"""The patched QEMU's timeline log (`qemu-<pid>.log`) as stage rows.
+"""QEMU timeline logs of the patched QEMU (`qemu-<pid>.log`) as stage records (stages.csv rows).
 
-Lines read `[<sec>.<usec>] [PID: <pid>] [TID: <tid>] <LEVEL>: <marker>` (CLOCK_MONOTONIC; the
-"PID: " labels are optional). A stage runs from a start marker to its end marker in the same
-process: `vfio-getdev` -> `vfio-config` is the VF's open (the VFIO device-set lock is held there),
-`vfio-mem-ram-map-<region>` -> `vfio-mem-ram-ok-<region>` the DMA map of one RAM section, whose
-size the `...-map-<region>-cmd: ... size_mb=N MB` line gives.
-
-This is the vsriov branch's stand-in for the real host's parser (same path, same function names);
-the real host's version takes its place when both branches are merged.
+Each line is `[<sec>.<usec>] [PID: <pid>] [TID: <tid>] <LEVEL>: <message>`, the time taken from
+CLOCK_MONOTONIC (the kernel's clock, as in dmesg). Some lines are preceded by an empty line. A stage
+is the time from one marker to the next matching one in the same process:
+`vfio-getdev` -> `vfio-config` is the VF's open, where the VFIO device-set lock is held (the
+paper's "VF open under the lock"); `vfio-mem-ram-map-<region>` -> `vfio-mem-ram-ok-<region>` is
+the DMA map of one RAM section (kata names guest RAM `dimm1` and the image's nvdimm `mem0`).
+Wall times come from the `clock.json` the real-host round hooks write beside the copied logs
+(realtime minus monotonic at collection); without it the wall columns stay empty and say why.
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -21,19 +22,23 @@ import pandas as pd
 from fastiov_lib.analysis.instrumentation import STAGE_COLUMNS
 from fastiov_lib.analysis.pods import ParseReport
 
-_LINE = re.compile(r"^\[(\d+)\.(\d{1,9})\] \[(?:PID: ?)?(\d+)\] \[(?:TID: ?)?(\d+)\] ([A-Z]+): (.*)$")
-_STARTS = [
+CLOCK_FILE = "clock.json"
+_LINE_RE = re.compile(r"^\[(\d+)\.(\d{1,9})\] \[(?:PID: ?)?(\d+)\] \[(?:TID: ?)?(\d+)\] ([A-Z]+): (.*)$")
+# (name of the stage family, start marker pattern, end marker template); the group is the region
+_PAIRS = [
     (re.compile(r"^vfio-getdev$"), "vfio-config"),
     (re.compile(r"^vfio-mem-ram-map-(?P<region>[^\s:]+)$"), "vfio-mem-ram-ok-{region}"),
     (re.compile(r"^realize-start$"), "realize-end"),
+    (re.compile(r"^qemuInit-start$"), "qemuInit-end"),
+    (re.compile(r"^preconfig-start$"), "preconfig-end"),
 ]
-_SIZE = re.compile(r"^vfio-mem-ram-map-(?P<region>[^\s:]+)-cmd: .*size_mb=(?P<mb>\d+) MB")
+_MAP_CMD_RE = re.compile(r"^vfio-mem-ram-map-(?P<region>[^\s:]+)-cmd: .*size_mb=(?P<mb>\d+) MB")
 
-VF_OPEN_STAGE = "vfio-getdev..vfio-config"
+VF_OPEN_STAGE = "vfio-getdev..vfio-config"  # the VF's open under the VFIO device-set lock
 
 
 def dma_map_stage(region: str) -> str:
-    """The stage name of the DMA map of one RAM section."""
+    """The stage name of the DMA map of one RAM section (`dimm1` = kata's guest RAM, `mem0` = the image)."""
     return f"vfio-mem-ram-map-{region}..vfio-mem-ram-ok-{region}"
 
 
@@ -50,62 +55,99 @@ class Marker:
 
 
 def parse_timeline_lines(lines: Iterable[str], source: str = "<lines>") -> tuple[list[Marker], ParseReport]:
-    """The markers of a timeline; blank lines are skipped, other malformed lines reported."""
+    """Markers of a QEMU timeline; empty lines are skipped silently, anything else malformed is reported."""
     report = ParseReport(source)
-    markers = []
+    out = []
     for n, raw in enumerate(lines, 1):
         report.lines_read += 1
         line = raw.rstrip("\n")
         if not line.strip():
             continue
-        m = _LINE.match(line)
+        m = _LINE_RE.match(line)
         if not m:
-            report.skip(n, "not a QEMU timeline line ([sec.usec] [PID: n] [TID: n] LEVEL: marker)")
+            report.skip(n, "not a QEMU timeline line ([sec.usec] [PID: n] [TID: n] LEVEL: message)")
             continue
-        ns = int(m.group(1)) * 1_000_000_000 + int(m.group(2).ljust(9, "0"))
-        markers.append(Marker(ns, int(m.group(3)), int(m.group(4)), m.group(5), m.group(6).strip(), n))
-    report.records = len(markers)
-    return markers, report
+        frac_ns = int(m.group(2).ljust(9, "0"))  # the digits are a fraction of a second (QEMU writes usec)
+        out.append(Marker(int(m.group(1)) * 1_000_000_000 + frac_ns, int(m.group(3)), int(m.group(4)),
+                          m.group(5), m.group(6).strip(), n))
+    report.records = len(out)
+    return out, report
 
 
 def stages_from_markers(markers: list[Marker], file: str = "", offset_ns: int | None = None,
                         report: ParseReport | None = None) -> pd.DataFrame:
-    """Stage rows (STAGE_COLUMNS) for each start marker matched by its end marker in the same process."""
+    """Stage rows (STAGE_COLUMNS) for every start marker matched by its end marker in the same process."""
     report = report or ParseReport(file)
-    waiting: dict[tuple[int, str], list[tuple[Marker, dict]]] = {}
-    sizes: dict[tuple[int, str], int] = {}
     rows = []
+    open_: dict[tuple[int, str], list[tuple[Marker, str, dict]]] = {}  # (pid, end marker) -> starts
+    sizes: dict[tuple[int, str], int] = {}
     for mk in markers:
-        size = _SIZE.match(mk.message)
-        if size:
-            sizes[(mk.pid, size["region"])] = int(size["mb"])
+        cmd = _MAP_CMD_RE.match(mk.message)
+        if cmd:
+            sizes[(mk.pid, cmd["region"])] = int(cmd["mb"])
             continue
-        starts = waiting.get((mk.pid, mk.message))
-        if starts:
-            start, extra = starts.pop(0)
+        waiting = open_.get((mk.pid, mk.message))
+        if waiting:
+            start, start_name, extra = waiting.pop(0)
             if "region" in extra and (mk.pid, extra["region"]) in sizes:
                 extra["size_mb"] = sizes.pop((mk.pid, extra["region"]))
-            wall = (lambda ns: ns + offset_ns if offset_ns is not None else pd.NA)
-            rows.append({"component": "qemu", "file": file, "pid": mk.pid, "line": start.line,
-                         "subject": f"{start.message}..{mk.message}", "record_id": extra.get("region", ""),
-                         "level": start.level, "start_wall_ns": wall(start.mono_ns),
-                         "elapsed_ns": mk.mono_ns - start.mono_ns, "log_wall_ns": wall(mk.mono_ns),
-                         "extra": json.dumps({"tid": start.tid, "start_mono_ns": start.mono_ns, **extra},
-                                             sort_keys=True)})
+            rows.append({
+                "component": "qemu", "file": file, "pid": mk.pid, "line": start.line,
+                "subject": f"{start_name}..{mk.message}", "record_id": extra.get("region", ""), "level": start.level,
+                "start_wall_ns": start.mono_ns + offset_ns if offset_ns is not None else pd.NA,
+                "elapsed_ns": mk.mono_ns - start.mono_ns,
+                "log_wall_ns": mk.mono_ns + offset_ns if offset_ns is not None else pd.NA,
+                "extra": json.dumps({"tid": start.tid, "start_mono_ns": start.mono_ns, **extra}, sort_keys=True),
+            })
             continue
-        for pattern, end in _STARTS:
+        for pattern, end in _PAIRS:
             m = pattern.match(mk.message)
             if m:
                 region = m.groupdict().get("region")
-                waiting.setdefault((mk.pid, end.format(region=region)), []).append(
-                    (mk, {"region": region} if region else {}))
+                extra = {"region": region} if region else {}
+                open_.setdefault((mk.pid, end.format(region=region)), []).append((mk, mk.message, extra))
                 break
-    for (pid, end), starts in waiting.items():
-        for start, _ in starts:
-            report.skip(start.line, f"{start.message} of pid {pid} has no {end}", file)
-    df = pd.DataFrame(rows, columns=STAGE_COLUMNS[:11])
+    for (pid, end), starts in open_.items():
+        for start, name, _ in starts:
+            report.skip(start.line, f"{name} of pid {pid} has no {end} (the VM stopped or the log was cut)", file)
+    df = pd.DataFrame(rows, columns=[c for c in STAGE_COLUMNS if c not in ("experiment", "variant", "concurrency",
+                                                                               "repeat")])
     for col in ("start_wall_ns", "log_wall_ns"):
-        df[col] = df[col].astype("Int64")
-    for col in STAGE_COLUMNS[11:]:
+        df[col] = df[col].astype("Int64")  # ns stay exact; NA where the clock offset is unknown
+    for col in ("experiment", "variant", "concurrency", "repeat"):
         df[col] = pd.NA
     return df[STAGE_COLUMNS]
+
+
+def _offset(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / CLOCK_FILE).read_text())["realtime_minus_monotonic_ns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def parse_timeline_file(path: str | Path, offset_ns: int | None = None) -> tuple[pd.DataFrame, ParseReport]:
+    """One qemu-<pid>.log as stage rows; the clock offset is read from clock.json beside it unless given."""
+    path = Path(path)
+    offset = offset_ns if offset_ns is not None else _offset(path.parent)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        markers, report = parse_timeline_lines(fh, str(path))
+    if offset is None and markers:
+        report.skip(0, f"no {CLOCK_FILE} beside it: CLOCK_MONOTONIC stamps have no wall time (rounds unassigned)")
+    return stages_from_markers(markers, str(path), offset, report), report
+
+
+def qemu_stages_dir(logs_dir: str | Path) -> tuple[pd.DataFrame, ParseReport]:
+    """Every `qemu-*.log` under logs_dir (the rounds' qemu/ folders) as stage rows, with one report."""
+    logs_dir = Path(logs_dir)
+    report = ParseReport(str(logs_dir))
+    frames = []
+    for path in sorted(logs_dir.rglob("qemu-*.log")):
+        if path.is_file():
+            df, rep = parse_timeline_file(path)
+            report.merge(rep)
+            if len(df):
+                frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=STAGE_COLUMNS), report
+    return pd.concat(frames, ignore_index=True), report

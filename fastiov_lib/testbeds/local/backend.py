@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ContextManager, Sequence
 
 import pandas as pd
 
@@ -63,6 +63,11 @@ class LocalBackend(TestbedBackend):
         for image in handle.images:
             lines.append(f"  image {image.ref}  {image.manifest_digest[:19]}  imported={image.imported}")
         return "\n".join(lines)
+
+    def exclusive(self, what: str) -> ContextManager[None]:
+        from fastiov_lib.testbeds.local import testbed_lock
+
+        return testbed_lock.hold(local_testbed.paths_for(self.testbed).work_dir, what)
 
     def down(self) -> tuple[str, bool]:
         report = local_testbed.down(self.testbed)

@@ -53,6 +53,7 @@ from typing import Any
 import tomlkit
 
 from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.local import address_plan, testbed_lock, workdir
 from fastiov_lib.testbeds.local.oci_image import write_oci_image
 from fastiov_lib.config import Testbed
 
@@ -454,17 +455,7 @@ def local_checks(testbed: Testbed) -> list[Check]:
 
 
 def _subnet_checks(testbed: Testbed) -> list[Check]:
-    ours = set(_link_names(testbed).values())
-    routes = json.loads(_run(["ip", "-j", "-4", "route", "show"]).stdout or "[]")
-    out = []
-    for mode in ("bridge", "macvlan", "hostdev"):
-        net = _subnet(testbed, mode)
-        clash = [r for r in routes if r.get("dst") not in (None, "default") and r.get("dev") not in ours
-                 and IPv4Network(r["dst"] if "/" in r["dst"] else f"{r['dst']}/32", strict=False).overlaps(net)]
-        out.append(Check(f"subnet {mode}", "fail" if clash else "pass",
-                         f"{net} overlaps {clash[0]['dst']} on {clash[0].get('dev')}" if clash else f"{net} is free",
-                         f"choose another local.{mode}_subnet"))
-    return out
+    return address_plan.checks(testbed, _own_link_names(testbed))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -671,6 +662,7 @@ def _prepare_work_dir(testbed: Testbed, modes: list[ModeSupport]) -> bool:
     """Write CNI bin dir, conflists and containerd config; returns True if the containerd config changed."""
     loc = _local(testbed)
     p = paths_for(testbed)
+    workdir.claim(p.work_dir, testbed.name)  # refuses a folder the testbed did not create
     for d in (p.work_dir, p.containerd_dir, p.cni_bin, p.ipam_dir, p.pool_dir / "used", p.images_dir, p.pod_logs,
               p.storage_dir, p.runc_root):
         d.mkdir(parents=True, exist_ok=True)
@@ -704,6 +696,14 @@ def _prepare_work_dir(testbed: Testbed, modes: list[ModeSupport]) -> bool:
 
 def _setup_links(testbed: Testbed, modes: list[str]) -> None:
     names = _link_names(testbed)
+    before = set(_links())
+    try:
+        _setup_links_now(testbed, modes, names)
+    finally:  # down removes exactly the links recorded as created here
+        workdir.record_links(paths_for(testbed).work_dir, set(_links()) - before)
+
+
+def _setup_links_now(testbed: Testbed, modes: list[str], names: dict[str, str]) -> None:
     if "bridge" in modes:
         br = names["bridge"]
         if not _link_exists(br):
@@ -734,6 +734,15 @@ def create_hostdev_pool(testbed: Testbed) -> list[PoolLink]:
                                 "pool adds links to this host (set allow_host_changes: true)")
     p = paths_for(testbed)
     names = _link_names(testbed)
+    before = set(_links())
+    try:
+        _create_pool_now(testbed, loc, p, names)
+    finally:
+        workdir.record_links(p.work_dir, set(_links()) - before)
+    return hostdev_pool(testbed)
+
+
+def _create_pool_now(testbed: Testbed, loc: Any, p: LocalPaths, names: dict[str, str]) -> None:
     hbr = names["hostdev_bridge"]
     if not _link_exists(hbr):
         _ip("link", "add", hbr, "type", "bridge")
@@ -756,7 +765,6 @@ def create_hostdev_pool(testbed: Testbed) -> list[PoolLink]:
         _ip("link", "set", peer, "up")
     wanted = [pool_link_names(testbed, i)[0] for i in range(loc.hostdev_pool_size)]
     _write_if_changed(p.pool_dir / "links", "\n".join(wanted) + "\n")
-    return hostdev_pool(testbed)
 
 
 def _pool_device_lent(p: LocalPaths, dev: str) -> bool:
@@ -914,9 +922,12 @@ def ensure_up(testbed: Testbed) -> LocalTestbedHandle:
             raise LocalTestbedError(f"{binary}: not found; apt-get install containerd runc "
                                     "containernetworking-plugins gcc libc6-dev iproute2 util-linux")
     p = paths_for(testbed)
-    p.work_dir.mkdir(parents=True, exist_ok=True)
+    address_plan.require_free(testbed, _own_link_names(testbed))  # before anything changes
+    existing = set(_links())
+    if workdir.claim(p.work_dir, testbed.name) == "adopted":  # made before markers: its links are ours
+        workdir.record_links(p.work_dir, existing & _own_link_names(testbed))
     # one bring-up at a time (a notebook and a CLI call must not start two containerds)
-    with open(p.work_dir / ".lock", "w") as lock:
+    with testbed_lock.hold(p.work_dir, "testbed up"), open(p.work_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         modes = probe_network_modes(testbed)
         changed = _prepare_work_dir(testbed, modes)
@@ -943,8 +954,14 @@ def cleanup(testbed: Testbed, timeout_s: float = 30.0) -> CleanupReport:
     loc = _local(testbed)
     p = paths_for(testbed)
     report = CleanupReport()
-    if not p.work_dir.exists():
+    if not workdir.require_owned(p.work_dir):  # refuses a folder the testbed did not create
         return report
+    with testbed_lock.hold(p.work_dir, "testbed cleanup"):
+        _cleanup_now(testbed, loc, p, report, timeout_s)
+    return report
+
+
+def _cleanup_now(testbed: Testbed, loc: Any, p: LocalPaths, report: CleanupReport, timeout_s: float) -> None:
     if containerd_pid(testbed) is not None:
         _remove_sandboxes_via_cri(testbed, report, timeout_s)
     else:
@@ -977,7 +994,6 @@ def cleanup(testbed: Testbed, timeout_s: float = 30.0) -> CleanupReport:
         before = {pl.device for pl in hostdev_pool(testbed) if pl.in_host_netns}
         after = {pl.device for pl in create_hostdev_pool(testbed) if pl.in_host_netns}
         report.pool_repaired.extend(f"{d} recreated" for d in sorted(after - before))
-    return report
 
 
 def _remove_sandboxes_via_cri(testbed: Testbed, report: CleanupReport, timeout_s: float,
@@ -1096,9 +1112,22 @@ def pod_leftovers(testbed: Testbed) -> list[str]:
 
 def down(testbed: Testbed) -> CleanupReport:
     """Tear the local testbed down completely: pods, containerd, links, pool, mounts, the work dir."""
-    loc = _local(testbed)
     p = paths_for(testbed)
-    report = cleanup(testbed) if p.work_dir.exists() else CleanupReport()
+    if not workdir.require_owned(p.work_dir):  # nothing of ours here: touch nothing
+        return CleanupReport()
+    with testbed_lock.hold(p.work_dir, "testbed down"):
+        return _down_now(testbed, p)
+
+
+def _own_link_names(testbed: Testbed) -> set[str]:
+    """Every host link name this testbed's config gives its links (bridges, macvlan pair, pool)."""
+    loc = _local(testbed)
+    pool = {n for i in range(loc.hostdev_pool_size) for n in pool_link_names(testbed, i)}
+    return pool | set(_link_names(testbed).values())
+
+
+def _down_now(testbed: Testbed, p: LocalPaths) -> CleanupReport:
+    report = cleanup(testbed)
     pid = stop_containerd(testbed)
     if pid:
         report.processes.append(pid)
@@ -1106,10 +1135,9 @@ def down(testbed: Testbed) -> CleanupReport:
         _kill_orphans(p, report)
         _release_netns(p, report)
         _release_mounts(p, report, keep_root=False)
-    names = _link_names(testbed)
-    pool = {n for i in range(loc.hostdev_pool_size) for n in pool_link_names(testbed, i)}
-    for name, link in _links().items():
-        if name in pool or name in names.values():
+    recorded = workdir.recorded_links(p.work_dir) & _own_link_names(testbed)
+    for name in _links():
+        if name in recorded:  # only links recorded as created by the testbed
             if _delete_link(name):
                 report.links.append(name)
     for mode in LOCAL_MODES:
@@ -1120,5 +1148,8 @@ def down(testbed: Testbed) -> CleanupReport:
         if _mounts_under(p.work_dir):
             report.errors.append(f"mounts remain under {p.work_dir}; not removing it")
         else:
-            shutil.rmtree(p.work_dir, ignore_errors=True)
+            try:
+                workdir.remove(p.work_dir)
+            except OSError as err:
+                report.errors.append(f"removing {p.work_dir}: {err}")
     return report
