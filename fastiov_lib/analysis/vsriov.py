@@ -492,7 +492,10 @@ def report_section(run_dir: str | Path) -> tuple[str, list[Path]]:
         "`stock` is the guest's Debian 6.1 vfio-pci-core, which has the upstream fix \"vfio/pci: Separate "
         "SR-IOV VF dev_set\" (every VF its own device set); `shared` is the same source with that change "
         "reverted (VFs share their bus's set, as on the paper's 6.4-rc5 host). The kernel's evidence: how "
-        "many parallel opens waited on a contended lock, and on how many distinct locks.\n",
+        "many parallel opens waited on a contended lock, and on how many distinct locks. On a real host, "
+        "`host-check` reports which behaviour its kernel has (`kernel.vf-devset`): with the fix (Linux >= 6.16, "
+        "Debian 6.1 >= 6.1.148) vanilla SR-IOV no longer serialises VF opens, so FastIOV's gain there comes "
+        "from its other optimisations.\n",
         _md_table(startup.devset_evidence(run_dir)),
         _md_table(startup.devset_vfs_frame(run_dir).drop(columns=["session_id"])),
         "### Concurrent VF-backed VM starts (medians per VM)\n", _md_table(startup.vmstart_summary(run_dir)),
