@@ -232,8 +232,8 @@ class Profile(StrictModel):
     pod_timeout_s: PositiveFloat = 120.0
     vsriov_vf_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1)
     vsriov_dma_sizes_mb: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
-    vsriov_vm_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4], min_length=1)  # concurrent inner VMs
-    vsriov_repeats: PositiveInt = 2  # device-set opens and concurrent VM starts, each this often
+    vsriov_vm_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2], min_length=1)  # concurrent inner VMs
+    vsriov_repeats: PositiveInt = 1  # device-set opens and concurrent VM starts, each this often
     vsriov_qemu62: bool = False  # build (once) and run QEMU 6.2.0 stock and with 0001-qemu.patch
 
     @model_validator(mode="after")
