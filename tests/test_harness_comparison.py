@@ -1,0 +1,62 @@
+"""The harness comparison benchmark's arithmetic and its crictl-style client's command line
+(the rounds themselves need containerd: benchmarks/harness_overhead.py runs them)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import crictl_rounds  # noqa: E402
+import harness_overhead  # noqa: E402
+
+
+def _round(pods, spread):
+    return {"pods": [{"client_ms": c, "containerd_ms": d, "arrival_ns": 0} for c, d in pods],
+            "failed": 0, "arrival_spread_ms": spread, "stderr": []}
+
+
+def test_crictl_style_added_latency_is_client_minus_containerd_per_pod():
+    got = crictl_rounds.summarise([_round([(150.0, 40.0), (170.0, 50.0)], 110.0), _round([(160.0, 40.0)], 90.0)])
+    assert got["samples"] == 3 and got["added_latency_ms_min"] == 110.0 and got["added_latency_ms_max"] == 120.0
+    assert got["added_latency_ms_p50"] == 120.0 and got["arrival_spread_ms_per_round"] == [110.0, 90.0]
+
+
+def test_comparison_puts_the_artifact_against_the_version_floor_and_the_crictl_style_client():
+    artifact = [{"concurrency": 10, "added_latency_ms_p50": 3.0, "added_latency_ms_p99": 5.0,
+                 "idle_version_rpc_ms_p50": 1.5, "arrival_spread_ms_per_round": [1.2, 3.7],
+                 "containerd_runpodsandbox_ms_p50": 40.0}]
+    crictl = [{"concurrency": 10, "added_latency_ms_p50": 340.0, "added_latency_ms_p99": 490.0,
+               "arrival_spread_ms_per_round": [100.0, 700.0]}]
+    row, = harness_overhead.comparison(artifact, crictl)
+    assert row["artifact_over_floor_p50"] == 2.0 and row["artifact_arrival_spread_ms_max"] == 3.7
+    assert row["crictl_style_added_ms_p50"] == 340.0 and row["crictl_style_arrival_spread_ms_max"] == 700.0
+
+
+def test_comparison_leaves_levels_the_crictl_style_client_skipped_empty():
+    artifact = [{"concurrency": 1, "added_latency_ms_p50": 0.8, "added_latency_ms_p99": 1.2,
+                 "idle_version_rpc_ms_p50": 0.0, "arrival_spread_ms_per_round": [],
+                 "containerd_runpodsandbox_ms_p50": 40.0}]
+    row, = harness_overhead.comparison(artifact, [])
+    assert row["crictl_style_added_ms_p50"] is None and row["artifact_over_floor_p50"] is None
+    assert row["artifact_arrival_spread_ms_max"] is None
+
+
+@pytest.mark.parametrize("argv", [[], ["stop", "s", "v1", "x"]])
+def test_crictl_style_client_refuses_unknown_commands_with_its_usage(argv):
+    proc = subprocess.run([sys.executable, str(BENCH / "crictl_style.py"), *argv], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: crictl_style.py runp")
+
+
+def test_containerd_log_lines_give_each_sandbox_its_arrival_and_return():
+    line = ('time="2026-12-02T05:00:00.123456789Z" level=info msg="RunPodSandbox for &PodSandboxMetadata'
+            '{Name:crictl-0,Uid:r-0,Namespace:test,Attempt:0,}RETURNS"')
+    text = (line.replace("RETURNS", "") + "\n"
+            + line.replace(".123456789", ".223456789").replace("RETURNS", ' returns sandbox id \\"5f3a\\"'))
+    start, end = harness_overhead.containerd_sandbox_times(text)["r-0"]
+    assert end - start == 100_000_000
