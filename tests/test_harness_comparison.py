@@ -60,3 +60,27 @@ def test_containerd_log_lines_give_each_sandbox_its_arrival_and_return():
             + line.replace(".123456789", ".223456789").replace("RETURNS", ' returns sandbox id \\"5f3a\\"'))
     start, end = harness_overhead.containerd_sandbox_times(text)["r-0"]
     assert end - start == 100_000_000
+
+
+def test_harness_figure_is_drawn_at_single_column_width(tmp_path):
+    import json
+
+    import plot_harness
+
+    rows = [{"concurrency": c, "artifact_added_ms_p50": a, "artifact_added_ms_p99": a * 2,
+             "version_floor_ms_p50": a / 2, "crictl_style_added_ms_p50": k, "crictl_style_added_ms_p99": k * 1.5}
+            for c, a, k in ((1, 0.8, 150.0), (10, 2.0, 400.0), (50, 6.0, 1200.0))]
+    doc = {"comparison": rows, "date": "2026-12-02", "load_avg_before": [3.0], "machine": {"cpu_count": 2},
+           "results": [{"concurrency": 10, "arrival_spread_ms_per_round": [1.3, 3.7]}],
+           "crictl_style": [{"concurrency": 10, "arrival_spread_ms_per_round": [150.0]}]}
+    src = tmp_path / "h.json"
+    src.write_text(json.dumps(doc))
+    png, pdf = plot_harness.plot(doc, tmp_path)
+    assert png.stat().st_size > 10_000 and pdf.exists()
+    from matplotlib.image import imread
+    assert imread(png).shape[1] == round(3.3 * 300)  # single column at 300 dpi
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"results": []}))
+    proc = subprocess.run([sys.executable, str(BENCH / "plot_harness.py"), str(old)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and "no 'comparison' rows" in proc.stderr
