@@ -1,8 +1,8 @@
 """The original harness's method, reproduced: a bash loop backgrounds one client process per pod.
 
-Each pod's subshell runs `crictl_style.py runp`, polls `crictl_style.py inspectp` every 50 ms until
-the sandbox is ready, sleeps 100 ms and takes its end time; the start time is taken once, before the
-loop. What this adds over containerd's own RunPodSandbox duration, and how spread out containerd
+Each pod's subshell takes its start time, runs `crictl_style.py runp`, polls `crictl_style.py
+inspectp` every 50 ms until the sandbox is ready, sleeps 100 ms and takes its end time (the
+original's per-pod `<start_ms> <end_ms> <latency_ms>` line). What this adds over containerd's own RunPodSandbox duration, and how spread out containerd
 saw the requests arrive, are read from containerd's log (harness_overhead.containerd_sandbox_times).
 """
 from __future__ import annotations
@@ -23,17 +23,16 @@ ROUND_LABEL = "fastiov.harness/round"
 
 # one subshell per pod, as the original's loop; `date +%s%N` is the host's realtime clock, as containerd's log
 LOOP = r'''
-start=$(date +%s%N)
 for i in $(seq 0 $((N - 1))); do
   (
+    start=$(date +%s%N)
     id=$("$PY" "$CLIENT" runp "$SOCK" "$API" "$DIR/pod-$i.json" "$HANDLER") || exit 1
     while [ "$("$PY" "$CLIENT" inspectp "$SOCK" "$API" "$id")" != "SANDBOX_READY" ]; do sleep 0.05; done
     sleep 0.1
-    echo "$i $id $(date +%s%N)" > "$DIR/end-$i"
+    echo "$i $id $start $(date +%s%N)" > "$DIR/end-$i"
   ) &
 done
 wait
-echo "$start" > "$DIR/start"
 '''
 
 
@@ -58,11 +57,10 @@ def run_round(cri: CriClient, socket: Path, handler: str, concurrency: int, log_
                "CLIENT": str(HERE / "crictl_style.py"), "SOCK": str(socket), "API": cri.api,
                "DIR": str(d), "HANDLER": handler, "PYTHONPATH": str(HERE.parent)}
         proc = subprocess.run(["bash", "-c", LOOP], env=env, capture_output=True, text=True, timeout=600)
-        start = int((d / "start").read_text()) if (d / "start").exists() else None
-        ends = {}
+        spans = {}
         for f in d.glob("end-*"):
-            i, _sb, t = f.read_text().split()
-            ends[uids[int(i)]] = int(t)
+            i, _sb, t0, t1 = f.read_text().split()
+            spans[uids[int(i)]] = (int(t0), int(t1))
     with open(log_file, "rb") as f:
         f.seek(offset)
         times = containerd_sandbox_times(f.read().decode("utf-8", "replace"))
@@ -70,8 +68,9 @@ def run_round(cri: CriClient, socket: Path, handler: str, concurrency: int, log_
     pods = []
     for uid in uids:
         logged = times.get(uid)
-        if uid in ends and logged is not None and start is not None:
-            pods.append({"client_ms": (ends[uid] - start) / 1e6, "containerd_ms": (logged[1] - logged[0]) / 1e6,
+        if uid in spans and logged is not None:
+            t0, t1 = spans[uid]
+            pods.append({"client_ms": (t1 - t0) / 1e6, "containerd_ms": (logged[1] - logged[0]) / 1e6,
                          "arrival_ns": logged[0]})
     arrivals = [p["arrival_ns"] for p in pods]
     return {"round_id": round_id, "pods": pods, "failed": concurrency - len(pods),

@@ -84,3 +84,17 @@ def test_harness_figure_is_drawn_at_single_column_width(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "plot_harness.py"), str(old)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 1 and "no 'comparison' rows" in proc.stderr
+
+
+def test_the_bash_loop_runs_one_client_per_pod_polls_and_sleeps_100_ms(tmp_path):
+    # the loop is the real one; only the CRI server is stood in for by a client that answers at once
+    fake = tmp_path / "client.py"
+    fake.write_text("import sys\n"
+                    "print('sb-' + sys.argv[4].rsplit('-', 1)[1].split('.')[0] if sys.argv[1] == 'runp' "
+                    "else 'SANDBOX_READY')\n")
+    env = {"PATH": "/usr/bin:/bin", "N": "4", "PY": sys.executable, "CLIENT": str(fake), "SOCK": "s",
+           "API": "v1", "DIR": str(tmp_path), "HANDLER": "h"}
+    subprocess.run(["bash", "-c", crictl_rounds.LOOP], env=env, check=True, timeout=60)
+    lines = sorted((tmp_path / f"end-{i}").read_text().split() for i in range(4))
+    assert [ln[1] for ln in lines] == ["sb-0", "sb-1", "sb-2", "sb-3"]
+    assert all(int(end) - int(start) >= 100_000_000 for _i, _sb, start, end in lines)  # the 100 ms sleep
