@@ -89,6 +89,11 @@ class LocalSettings(StrictModel):
     storage_port: int = Field(5100, ge=1, le=65535)
     rpc_timeout_s: PositiveFloat = 60.0
     start_timeout_s: PositiveFloat = 30.0
+    # debian: the distribution's containerd (1.6); instrumented: the paper's containerd 1.3 with
+    # 0001-containerd.patch (+ the artifact's per-pod-netns fix), built by 01_build into work_dir/build
+    containerd: Literal["debian", "instrumented"] = "debian"
+    sources_dir: Path | None = None  # offline upstream archives for that build (None/missing: fetch upstream)
+    build_dir: Path | None = None  # where it is built and installed (bin/); None = work_dir/build
 
     @model_validator(mode="after")
     def _subnets_apart(self) -> "LocalSettings":
@@ -227,8 +232,8 @@ class Profile(StrictModel):
     pod_timeout_s: PositiveFloat = 120.0
     vsriov_vf_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1)
     vsriov_dma_sizes_mb: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
-    vsriov_vm_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4], min_length=1)  # concurrent inner VMs
-    vsriov_repeats: PositiveInt = 2  # device-set opens and concurrent VM starts, each this often
+    vsriov_vm_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2], min_length=1)  # concurrent inner VMs
+    vsriov_repeats: PositiveInt = 1  # device-set opens and concurrent VM starts, each this often
     vsriov_qemu62: bool = False  # build (once) and run QEMU 6.2.0 stock and with 0001-qemu.patch
 
     @model_validator(mode="after")

@@ -100,3 +100,24 @@ def test_stopping_releases_waiting_sandboxes_and_frees_the_port():
 def test_bad_limits_are_refused_with_the_stage_names():
     with pytest.raises(BarrierServerError, match="stages are cniAdd"):
         BarrierServer(port=0, stage_limits={"bogus": 1})
+
+
+def test_a_full_round_of_concurrent_sandboxes_is_released_together():
+    n = 60
+    with BarrierServer(port=0, barrier_size=n) as srv:
+        done: list[float] = []
+        lock = threading.Lock()
+
+        def call():
+            r = _get(f"{srv.url}/barrierVM", timeout=20)
+            with lock:
+                done.append(time.monotonic() if r.text == "success" else -1.0)
+
+        threads = [threading.Thread(target=call) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(25)
+        assert len(done) == n and min(done) > 0
+        assert max(done) - min(done) < 2.0  # one release for all, not one after another
+        assert srv.stats()["barrier_released"] == n

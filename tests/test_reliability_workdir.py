@@ -89,6 +89,11 @@ def test_claim_marks_a_new_folder_and_refuses_a_foreign_one(tmp_path):
     (legacy / "containerd" / "config.toml").write_text("version = 2\n")
     (legacy / "cni").mkdir()
     assert workdir.claim(legacy, "t") == "adopted"
+    older = tmp_path / "older"
+    (older / "containerd").mkdir(parents=True)
+    (older / "containerd" / "config.toml").write_text("version = 2\n")
+    assert workdir.adopt_own_layout(older, "t") and workdir.read_marker(older)["adopted"]
+    assert not workdir.adopt_own_layout(foreign, "t")
 
 
 def test_remove_deletes_only_a_marked_folder(tmp_path):

@@ -274,3 +274,17 @@ def test_vsriov_figures_draw_for_a_run_with_every_experiment(tmp_path):
     md, paths = vsriov_analysis.report_section(run)
     assert "device-set lock" in md and "/dev/dev_fastiov" in md and any(p.suffix == ".png" for p in paths)
     assert os.path.exists(run / "figures" / "vsriov-qemu62.png")
+
+
+def test_qemu62_builds_go_through_the_artifacts_build_code_into_the_work_dir(tmp_path):
+    from fastiov_lib.testbeds.vsriov import qemu62
+
+    if not qemu62.SOURCES_DIR.is_dir():
+        pytest.skip(f"offline sources not here ({qemu62.SOURCES_DIR})")
+    tb = config.Testbed(name="vs", kind="vsriov", vsriov={"work_dir": str(tmp_path / "work")})
+    rows = qemu62.plan(tb)
+    steps = {(r["component"], r["step"]) for r in rows}
+    assert ("qemu", "patch") in steps and ("qemu-noskip", "patch") not in steps  # stock: same tree, no patch
+    assert {("qemu", "configure"), ("qemu-noskip", "configure"), ("qemu", "build")} <= steps
+    assert all(r["state"] == "to do" for r in rows) and qemu62.binaries(tb) == {}
+    assert all(str(tmp_path / "work" / "qemu62") in r.get("what", "") for r in rows if r["step"] == "unpack")

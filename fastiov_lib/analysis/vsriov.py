@@ -3,6 +3,10 @@
 Everything here reads only the run directory. The numbers come from emulated hardware (QEMU/TCG):
 the kernel code paths are real, so shapes and ratios carry over to a real server; absolute times
 do not (page zeroing and device emulation under TCG are 50-100x slower than on hardware).
+
+What the notebooks call: `tables(run_dir)` (every table by name; 03_nic gets them from the back
+end's `prepare_nic` as `vsriov_<name>`), `build_figures(run_dir)` (name -> Figure, only those the
+run has data for), `claims_table(run_dir)`; the report calls `report_section(run_dir)`.
 """
 from __future__ import annotations
 
@@ -488,14 +492,18 @@ def report_section(run_dir: str | Path) -> tuple[str, list[Path]]:
         "`stock` is the guest's Debian 6.1 vfio-pci-core, which has the upstream fix \"vfio/pci: Separate "
         "SR-IOV VF dev_set\" (every VF its own device set); `shared` is the same source with that change "
         "reverted (VFs share their bus's set, as on the paper's 6.4-rc5 host). The kernel's evidence: how "
-        "many parallel opens waited on a contended lock, and on how many distinct locks.\n",
+        "many parallel opens waited on a contended lock, and on how many distinct locks. On a real host, "
+        "`host-check` reports which behaviour its kernel has (`kernel.vf-devset`): with the fix (Linux >= 6.16, "
+        "Debian 6.1 >= 6.1.148) vanilla SR-IOV no longer serialises VF opens, so FastIOV's gain there comes "
+        "from its other optimisations.\n",
         _md_table(startup.devset_evidence(run_dir)),
         _md_table(startup.devset_vfs_frame(run_dir).drop(columns=["session_id"])),
         "### Concurrent VF-backed VM starts (medians per VM)\n", _md_table(startup.vmstart_summary(run_dir)),
         "### QEMU 6.2.0: stock vs FastIOV's patch\n",
         "The patched QEMU skips the eager DMA map of `mem0`. Without the host module `/dev/dev_fastiov` "
         "nothing maps that RAM later: the VM's device must not do DMA (no lazy mapping). Its timeline "
-        "log is parsed with the real host's parser.\n",
+        "log is parsed with the real host's parser. `fastiov-ram0` is the patched binary with its RAM under "
+        "another name, which it maps eagerly: the skip's saving within one binary.\n",
         _md_table(startup.qemu62_summary(run_dir)),
         "Their claims (V1-V6, V8-V13) are in the report's claims table.\n",
     ]

@@ -262,7 +262,7 @@ def plot_devset(run_dir: Path, caption: str = "") -> Figure | None:
     df = df[df["failed"] == 0]
     if df.empty:
         return None
-    df = df.assign(behaviour=df["devset"].map(lambda d: DEVSET_TEXT.get(d, d)),
+    df = df.assign(behaviour=df["devset"].map(lambda d: DEVSET_TEXT.get(d, d).replace(" (", "\n(")),
                    how=df["mode"].map({"seq": "one after another", "par": "all at once"}))
     with plots.style():
         fig, ax = plt.subplots(figsize=plots.FIGSIZE)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fastiov_lib import sh
 from fastiov_lib.analysis.microbench import MicrobenchRecord, parse_microbench_file
 from fastiov_lib.bench.engine import BENCH_LABEL, POD_NAMESPACE
 from fastiov_lib.config import Testbed
@@ -59,21 +59,19 @@ def build_local_image(testbed: Testbed) -> str:
     src_sha = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
     info = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if info.get("source_sha256") != src_sha or info.get("ref") != ref or not tarball.is_file():
-        proc = subprocess.run(["gcc", "-static", "-O2", "-D_GNU_SOURCE", "-Wall", "-o", str(binary), str(SOURCE)],
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise MicrobenchError(f"gcc -static {SOURCE} failed (is libc6-dev installed?): {proc.stderr.strip()}")
+        sh.run(["gcc", "-static", "-O2", "-D_GNU_SOURCE", "-Wall", "-o", str(binary), str(SOURCE)],
+               what="micro-benchmark image (needs gcc and libc6-dev)", timeout=120, error=MicrobenchError)
         info = {"source_sha256": src_sha, "ref": ref, "manifest_digest": write_oci_image(binary, "microbench", ref,
                                                                                           tarball)}
         stamp.write_text(json.dumps(info) + "\n")
     with CriClient(p.socket, api="auto", timeout_s=testbed.local.rpc_timeout_s) as cri:
         digests = cri.image_digests(ref)
         if not digests or not any(d.endswith(info["manifest_digest"]) for d in digests):
-            proc = subprocess.run([testbed.local.ctr_bin, "-a", str(p.socket), "-n", "k8s.io", "images", "import",
-                                   "--snapshotter", "overlayfs", str(tarball)], capture_output=True, text=True,
-                                  timeout=300)
-            if proc.returncode != 0 or not cri.image_present(ref):
-                raise MicrobenchError(f"ctr images import {tarball} failed: {(proc.stderr or proc.stdout).strip()}")
+            sh.run([testbed.local.ctr_bin, "-a", str(p.socket), "-n", "k8s.io", "images", "import",
+                    "--snapshotter", "overlayfs", str(tarball)], what="micro-benchmark image import", timeout=300,
+                   error=MicrobenchError)
+            if not cri.image_present(ref):
+                raise MicrobenchError(f"imported {tarball} but containerd does not list {ref}")
     return ref
 
 

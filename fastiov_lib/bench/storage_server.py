@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refuse(self, status: HTTPStatus, why: str) -> None:
         # the page names the status only; the reason (with the path, cut short) goes to the log
-        self.server.request_log.append(f"{status.value} {why[:_LOG_PATH_CHARS]}")  # type: ignore[attr-defined]
+        self.server.request_log.append(f"{status.value} {why}"[:_LOG_PATH_CHARS])  # type: ignore[attr-defined]
         self.send_error(status, status.phrase)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)

@@ -73,15 +73,17 @@ def _bench(args: argparse.Namespace) -> int:
     experiment = args.experiment or ("startup" if len(args.network) == 1 else "ablation")
     results = []
     reason = "failed"
+    backend = backend_for(testbed)
+    hooks = backend.round_hooks()  # e.g. the instrumented containerd's mode switch + record collection
     try:
-        with backend_for(testbed).exclusive("bench"):
+        with backend.exclusive("bench"):
             results.append(bench.run_startup_sweep(testbed, run, args.concurrency, args.repeats,
                                                    variants=args.variant or args.network, experiment=experiment,
-                                                   timeout_s=args.timeout))
+                                                   timeout_s=args.timeout, hooks=hooks))
             if args.app:
                 results.append(bench.run_app_sweep(testbed, run, args.app_concurrency or args.concurrency,
                                                    args.repeats, network=args.app_network, file_mb=args.app_file_mb,
-                                                   timeout_s=args.timeout))
+                                                   timeout_s=args.timeout, hooks=hooks))
             reason = "completed"
     except bench.BenchInterrupted as exc:
         reason = f"interrupted by {signal.Signals(exc.signum).name}"

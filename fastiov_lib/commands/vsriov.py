@@ -31,15 +31,20 @@ def _session(args: argparse.Namespace, benchmarks: bool) -> int:
     except ValueError as exc:  # a run id with characters a run directory may not have
         print(f"error: --out {args.out}: {exc}", file=sys.stderr)
         return 2
+    reason = "failed"
     try:
         result = vsriov.run_guest_session(testbed, run, profile, benchmarks=benchmarks,
                                           progress=not args.quiet, raise_on_failure=False)
+        reason = "completed" if result.ok else "failed"
     except vsriov.VsriovError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(run.path)
         return 1
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (the CLI raises both alike)
+        reason = f"interrupted by {str(exc) or 'SIGINT'}"
+        raise
     finally:
-        run.finish()
+        run.finish(reason)
     for key, value in result.summary().items():
         print(f"{key:>14}: {value}")
     if result.ok and benchmarks:

@@ -412,7 +412,7 @@ def register_device_sets(root: Path, vfs: list[str], device: Path | str | None,
             except OSError as exc:
                 raise NicError(f"{node}: ioctl {request:#x} for {vf} (bus, device, function "
                                f"{tuple(struct.unpack('@III', buf))}) failed: {exc.strerror}; is this the patched "
-                               "host kernel? (fastiov_register: never skips the registration)") from exc
+                               "host kernel? (set fastiov_register: never to skip the registration)") from exc
             _timing(report, "register_device_set", time.monotonic_ns() - t0, vf=vf)
             report.registered.append(vf)
     finally:

@@ -55,6 +55,7 @@ class Claim(BaseModel):
     unit: str = ""  # "%" shows fractions as percentages; "ms", "pods", "" as is
     published: float | None = None  # the value the source reports, shown beside the threshold
     testbed_kinds: list[Literal["local", "fastiov", "vsriov"]] = Field(min_length=1)
+    needs: list[str] = Field(default_factory=list)  # run files it needs (e.g. stages.csv); absent: not applicable
     note: str = ""
 
     @model_validator(mode="after")
@@ -100,6 +101,7 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
 
     Raises ConfigError naming the file and the claim on an invalid entry or a duplicate id.
     """
+    _import_optional_metric_modules()  # so that every metric a claim names can be looked up
     files = sorted(CLAIMS_DIR.glob("*.yaml")) if paths is None else [Path(p) for p in paths]
     out: list[Claim] = []
     seen: dict[str, Path] = {}
@@ -127,10 +129,10 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
 
 
 def _import_optional_metric_modules() -> None:
-    # The virtual SR-IOV helper's module registers its metrics on import; it is optional.
-    name = "fastiov_lib.analysis.vsriov"
-    if importlib.util.find_spec(name) is not None:
-        importlib.import_module(name)
+    # The virtual SR-IOV helper's and the stage figures' modules register metrics on import.
+    for name in ("fastiov_lib.analysis.vsriov", "fastiov_lib.report.stage_figures"):
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,6 +355,8 @@ def evaluate_claims(run_dir: str | Path, claims: list[Claim] | None = None) -> p
     kind = run_for(run_dir).testbed_kind
     rows = []
     for claim in applicable_claims(kind, claims):
+        if any(not (run_dir / need).exists() for need in claim.needs):
+            continue
         fn = METRICS.get(claim.metric)
         note = claim.note
         if fn is None:

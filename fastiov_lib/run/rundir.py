@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -83,8 +84,10 @@ class JsonlWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            with open(self.path, "rb") as fh:
-                self.records = sum(1 for line in fh if line.strip())  # kept in the file, from before and now
+            self.records = 0  # kept in the file, from before and now
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):  # (a device such as /dev/full is never read)
+                with open(self.path, "rb") as fh:
+                    self.records = sum(1 for line in fh if line.strip())
         except OSError as exc:
             raise RecordWriteError(exc.errno, f"{self.path}: cannot open for appending records "
                                               f"({exc.strerror})") from None

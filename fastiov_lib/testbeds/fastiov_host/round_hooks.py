@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from fastiov_lib import sh
 from fastiov_lib.config import Testbed
 from fastiov_lib.hw.host_steps import require_host_changes
 
@@ -226,10 +226,11 @@ class RealHostRoundHooks:
 
     def remove_leftover_netns(self) -> list[str]:
         """Delete network namespaces named <prefix>* (ip netns delete); returns their names."""
-        res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+        res = sh.run(["ip", "netns", "list"], what="leftover namespaces", timeout=30, error=RuntimeError)
         names = [line.split()[0] for line in res.stdout.splitlines() if line.startswith(self.netns_prefix)]
         for name in names:
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
+            sh.run(["ip", "netns", "delete", name], what="leftover namespaces", timeout=30, check=False,
+                   error=RuntimeError)
         return names
 
     def clear_ipam_state(self) -> list[str]:
@@ -250,10 +251,8 @@ class RealHostRoundHooks:
     def restart_containerd(self) -> float:
         """Run the testbed's restart command and wait for the socket; returns seconds taken."""
         t0 = time.monotonic()
-        res = subprocess.run(list(self.s.containerd_restart), capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(self.s.containerd_restart)} failed ({res.returncode}): "
-                               f"{(res.stderr or res.stdout).strip()[-300:]}")
+        sh.run(list(self.s.containerd_restart), what="containerd restart (fastiov.containerd_restart)",
+               timeout=120, error=RuntimeError)
         sock = _under(self.root, self.s.containerd_socket)
         if sock.parent.is_dir():
             while not sock.exists():
@@ -297,14 +296,14 @@ class RealHostRoundHooks:
 
     def _run_ok(self, cmd: tuple[str, ...]) -> bool:
         try:
-            return subprocess.run(list(cmd), capture_output=True, timeout=30).returncode == 0
-        except (OSError, subprocess.SubprocessError):
+            return sh.run(list(cmd), timeout=30, check=False).returncode == 0
+        except sh.CommandError:
             return False
 
     def _dmesg_vfio(self) -> list[str]:
-        try:
-            res = subprocess.run(list(self.dmesg_cmd), capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
+        try:  # no kernel log is no vfio lines, not a failed round
+            res = sh.run(list(self.dmesg_cmd), timeout=30, check=False)
+        except sh.CommandError:
             return []
         return [line for line in res.stdout.splitlines() if "vfio" in line]
 

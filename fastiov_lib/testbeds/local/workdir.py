@@ -101,6 +101,17 @@ def claim(work_dir: Path, testbed_name: str) -> str:
     return state
 
 
+def adopt_own_layout(work_dir: Path, testbed_name: str) -> bool:
+    """Mark a work dir `testbed up` made before markers existed (only its own layout in it); True if adopted."""
+    _check(work_dir)
+    if not work_dir.is_dir() or work_dir.is_symlink() or read_marker(work_dir) is not None:
+        return False
+    if not _is_own_layout(work_dir):
+        return False
+    claim(work_dir, testbed_name)
+    return True
+
+
 def require_owned(work_dir: Path) -> bool:
     """Before removing anything under work_dir: True if it is ours, False if absent; raise if foreign."""
     _check(work_dir)

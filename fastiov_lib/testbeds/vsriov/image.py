@@ -399,6 +399,12 @@ def plan_setup(testbed: Testbed) -> list[SetupStep]:
                                all((stamps / f"{s}.done").exists() for s in STEPS)))
     steps.append(SetupStep("initramfs", "busybox + modules + vfbench + vmstart (+ reverted vfio-pci-core) + /init",
                            any((wd / "build").glob("initramfs-*.cpio.gz"))))
+    from fastiov_lib.testbeds.vsriov import qemu62
+
+    built = qemu62.binaries(testbed)
+    steps.append(SetupStep("QEMU 6.2.0 stock + patched (once, separately)",
+                           f"`fastiov-artifact vsriov build-qemu`: the artifact's build code into {qemu62.build_dir(testbed)}"
+                           f" (built: {', '.join(built) or 'none'})", len(built) == len(qemu62.VARIANTS)))
     return steps
 
 

@@ -42,7 +42,8 @@ class GuestPlan:
     @property
     def needs_host_share(self) -> bool:
         """The NIC steps (host Python) and the inner QEMU (host binary) reach the host's / over 9p."""
-        return self.nic_steps or bool(self.benchmarks and (self.inner_qemu_mb or self.vm_configs or self.q62_stock))
+        return self.nic_steps or bool(self.benchmarks and (self.inner_qemu_mb or self.vm_configs or self.q62_stock
+                                                  or self.q62_fastiov))
 
     def kernel_args(self, device: DeviceModel) -> list[str]:
         args = {

@@ -43,7 +43,9 @@ class Command:
     what: str = ""  # plan text for calls
 
     def describe(self) -> str:
-        return self.what or shlex.join(self.argv)
+        # placeholders stay readable ({jobs}, not '{jobs}'); anything else is quoted as a shell would need
+        return self.what or " ".join(a if re.fullmatch(r"[\w@%+=:,./{}-]+", a) else shlex.quote(a)
+                                     for a in self.argv)
 
 
 def cmd(*argv: str, cwd: str = "{src}", **env: str) -> Command:

@@ -107,6 +107,16 @@ def _exists_identically(sec: FileSection, target: Path) -> bool | None:
     return None if text is None else text == data
 
 
+def _through_symlink(tree: Path, rel: str) -> bool:
+    """Whether a path in the tree passes through a symlinked folder (the patch may replace that link)."""
+    p = tree
+    for part in Path(rel).parts[:-1]:
+        p = p / part
+        if p.is_symlink():
+            return True
+    return False
+
+
 def filter_patch(name: str, patch: bytes, tree: Path, strip: int = 1) -> tuple[bytes, PatchResult]:
     """The patch without its new-file sections whose file exists identically (listed in the result)."""
     preamble, sections = split_sections(patch, strip)
@@ -117,9 +127,13 @@ def filter_patch(name: str, patch: bytes, tree: Path, strip: int = 1) -> tuple[b
             raise PatchError(f"{name}: no file sections (neither 'diff --git' nor '+++' lines)")
         return patch, result
     kept = [preamble]
+    # QEMU's patch deletes symlinks (libvhost-user's include/atomic.h, standard-headers/linux) and
+    # creates real files in their place: those exist "identically" only through a link that goes away
+    deleted = {sec.path for sec in sections if b"\ndeleted file mode" in sec.raw.split(b"\n---", 1)[0]}
     for sec in sections:
         target = tree / sec.path
-        if sec.new_file and (target.exists() or target.is_symlink()):
+        replaced = sec.path in deleted or _through_symlink(tree, sec.path)
+        if sec.new_file and not replaced and (target.exists() or target.is_symlink()):
             same = _exists_identically(sec, target) if target.is_file() else False
             if same:
                 result.skipped_identical.append(sec.path)
