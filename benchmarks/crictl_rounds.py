@@ -26,8 +26,8 @@ LOOP = r'''
 for i in $(seq 0 $((N - 1))); do
   (
     start=$(date +%s%N)
-    id=$("$PY" "$CLIENT" runp "$SOCK" "$API" "$DIR/pod-$i.json" "$HANDLER") || exit 1
-    while [ "$("$PY" "$CLIENT" inspectp "$SOCK" "$API" "$id")" != "SANDBOX_READY" ]; do sleep 0.05; done
+    id=$("$PY" "$CLIENT" runp "$SOCK" "$API" "$DIR/pod-$i.json" "$HANDLER" 2>>"$DIR/err-$i") || exit 1
+    while [ "$("$PY" "$CLIENT" inspectp "$SOCK" "$API" "$id" 2>>"$DIR/err-$i")" != "SANDBOX_READY" ]; do sleep 0.05; done
     sleep 0.1
     echo "$i $id $start $(date +%s%N)" > "$DIR/end-$i"
   ) &
@@ -37,7 +37,7 @@ wait
 
 
 def run_round(cri: CriClient, socket: Path, handler: str, concurrency: int, log_file: Path,
-              pod_log_root: Path) -> dict:
+              pod_log_root: Path, host_network: bool) -> dict:
     """One round of `concurrency` crictl-style pods; per pod the client latency, containerd's times."""
     from harness_overhead import containerd_sandbox_times  # the one log parser of this benchmark
 
@@ -51,12 +51,14 @@ def run_round(cri: CriClient, socket: Path, handler: str, concurrency: int, log_
             uids.append(uid)
             spec = PodSpec(name=f"crictl-{i}", namespace="test", uid=uid,
                            log_directory=str(pod_log_root / round_id / f"crictl-{i}"),
-                           labels={ROUND_LABEL: round_id})
+                           labels={ROUND_LABEL: round_id}, host_network=host_network)
             (d / f"pod-{i}.json").write_text(json_format.MessageToJson(cri.sandbox_config(spec)))
         env = {"PATH": "/usr/bin:/bin", "N": str(concurrency), "PY": sys.executable,
                "CLIENT": str(HERE / "crictl_style.py"), "SOCK": str(socket), "API": cri.api,
                "DIR": str(d), "HANDLER": handler, "PYTHONPATH": str(HERE.parent)}
         proc = subprocess.run(["bash", "-c", LOOP], env=env, capture_output=True, text=True, timeout=600)
+        # a pod's client errors (the loop itself always exits 0, as the original's did)
+        errors = [line for f in sorted(d.glob("err-*")) for line in f.read_text().splitlines() if line.strip()]
         spans = {}
         for f in d.glob("end-*"):
             i, _sb, t0, t1 = f.read_text().split()
@@ -75,7 +77,7 @@ def run_round(cri: CriClient, socket: Path, handler: str, concurrency: int, log_
     arrivals = [p["arrival_ns"] for p in pods]
     return {"round_id": round_id, "pods": pods, "failed": concurrency - len(pods),
             "arrival_spread_ms": (max(arrivals) - min(arrivals)) / 1e6 if arrivals else None,
-            "stderr": proc.stderr.strip().splitlines()[-3:] if proc.returncode else []}
+            "stderr": (proc.stderr.strip().splitlines() + errors)[-3:]}
 
 
 def _remove(cri: CriClient, round_id: str) -> None:

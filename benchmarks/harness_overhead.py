@@ -184,7 +184,7 @@ def measure(testbed, network: str, levels: list[tuple[int, int]], run_root: Path
     return results
 
 
-def measure_crictl_style(testbed, handler: str, levels: list[tuple[int, int]]) -> list[dict]:
+def measure_crictl_style(testbed, handler: str, levels: list[tuple[int, int]], network: str = "none") -> list[dict]:
     """The original harness's method (crictl_rounds.py) at each level, on the same containerd."""
     from crictl_rounds import run_round, summarise
 
@@ -194,7 +194,8 @@ def measure_crictl_style(testbed, handler: str, levels: list[tuple[int, int]]) -
     out = []
     with CriClient(paths.socket, api="auto", timeout_s=60) as cri:
         for conc, rounds in levels:
-            got = [run_round(cri, paths.socket, handler, conc, paths.log_file, paths.pod_logs)
+            # the local testbed's `none` pods share the host's network namespace (as the artifact's do)
+            got = [run_round(cri, paths.socket, handler, conc, paths.log_file, paths.pod_logs, network == "none")
                    for _ in range(rounds)]
             out.append({"concurrency": conc, **summarise(got)})
             r = out[-1]
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         handle = local_testbed.ensure_up(testbed)
         with tempfile.TemporaryDirectory(prefix="fastiov-harness-") as tmp:
             results = measure(testbed, args.network, levels, Path(tmp), args.warmup)
-        crictl = measure_crictl_style(testbed, handle.runtime_handler(args.network), crictl_levels)
+        crictl = measure_crictl_style(testbed, handle.runtime_handler(args.network), crictl_levels, args.network)
     finally:
         local_testbed.down(testbed)
     doc = {
