@@ -126,8 +126,13 @@ def measure(testbed, network: str, levels: list[tuple[int, int]], run_root: Path
         client: list[float] = []
         server: list[float] = []
         unmatched = 0
+        spreads: list[float] = []
         for rnd in sweep.rounds:
             times = containerd_sandbox_times(rnd.log_file.read_text()) if rnd.log_file else {}
+            arrivals = [times[r.extra["uid"]][0] for r in sweep.records
+                        if r.extra.get("round_id") == rnd.round_id and r.extra.get("uid") in times]
+            if arrivals:  # how simultaneous the starts were, as containerd saw them arrive
+                spreads.append(round((max(arrivals) - min(arrivals)) / 1e6, 3))
             for rec in sweep.records:
                 if rec.extra.get("round_id") != rnd.round_id or rec.status != "ok":
                     continue
@@ -164,6 +169,7 @@ def measure(testbed, network: str, levels: list[tuple[int, int]], run_root: Path
             "request_leg_ms_p99": _pct(request_leg, 99),
             "reply_leg_ms_p50": _pct(reply_leg, 50),
             "reply_leg_ms_p99": _pct(reply_leg, 99),
+            "arrival_spread_ms_per_round": spreads,
             "idle_version_rpc_ms_p50": _pct(floor, 50),
             "idle_version_rpc_ms_p99": _pct(floor, 99),
             "client_runpodsandbox_ms_p50": _pct(client, 50),
@@ -178,6 +184,48 @@ def measure(testbed, network: str, levels: list[tuple[int, int]], run_root: Path
     return results
 
 
+def measure_crictl_style(testbed, handler: str, levels: list[tuple[int, int]], network: str = "none") -> list[dict]:
+    """The original harness's method (crictl_rounds.py) at each level, on the same containerd."""
+    from crictl_rounds import run_round, summarise
+
+    from fastiov_lib.cri import CriClient
+
+    paths = local_testbed.paths_for(testbed)
+    out = []
+    with CriClient(paths.socket, api="auto", timeout_s=60) as cri:
+        for conc, rounds in levels:
+            # the local testbed's `none` pods share the host's network namespace (as the artifact's do)
+            got = [run_round(cri, paths.socket, handler, conc, paths.log_file, paths.pod_logs, network == "none")
+                   for _ in range(rounds)]
+            out.append({"concurrency": conc, **summarise(got)})
+            r = out[-1]
+            print(f"crictl-style c={conc:3} added p50={r['added_latency_ms_p50']} ms p99={r['added_latency_ms_p99']} ms "
+                  f"arrival spread {r['arrival_spread_ms_per_round']} ms failed={r['failed']}", file=sys.stderr)
+    return out
+
+
+def comparison(results: list[dict], crictl: list[dict]) -> list[dict]:
+    """One row per concurrency: what each client adds over containerd, the Version floor, the spreads."""
+    by_c = {r["concurrency"]: r for r in crictl}
+    rows = []
+    for r in results:
+        c = by_c.get(r["concurrency"], {})
+        floor = r["idle_version_rpc_ms_p50"]
+        rows.append({
+            "concurrency": r["concurrency"],
+            "artifact_added_ms_p50": r["added_latency_ms_p50"],
+            "artifact_added_ms_p99": r["added_latency_ms_p99"],
+            "version_floor_ms_p50": floor,
+            "artifact_over_floor_p50": round(r["added_latency_ms_p50"] / floor, 2) if floor else None,
+            "artifact_arrival_spread_ms_max": max(r["arrival_spread_ms_per_round"], default=None),
+            "crictl_style_added_ms_p50": c.get("added_latency_ms_p50"),
+            "crictl_style_added_ms_p99": c.get("added_latency_ms_p99"),
+            "crictl_style_arrival_spread_ms_max": max(c.get("arrival_spread_ms_per_round") or [], default=None),
+            "containerd_runpodsandbox_ms_p50": r["containerd_runpodsandbox_ms_p50"],
+        })
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
@@ -188,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="concurrency:rounds pairs (default 1:30,10:5,50:3)")
     parser.add_argument("--work-dir", default="/var/tmp/fastiov-harness", help="private testbed work dir")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up rounds at concurrency 1, not reported")
+    parser.add_argument("--crictl-levels", default="1:5,10:3,50:2",
+                        help="concurrency:rounds of the crictl-style client (the original's method; '' = skip)")
     args = parser.parse_args(argv)
     levels = [tuple(int(x) for x in item.split(":")) for item in args.levels.split(",")]
+    crictl_levels = [tuple(int(x) for x in item.split(":")) for item in args.crictl_levels.split(",") if item]
     testbed = _private_testbed(args.testbed, args.network, Path(args.work_dir))
     started = time.time()
     load_before = list(os.getloadavg())
@@ -197,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         handle = local_testbed.ensure_up(testbed)
         with tempfile.TemporaryDirectory(prefix="fastiov-harness-") as tmp:
             results = measure(testbed, args.network, levels, Path(tmp), args.warmup)
+        crictl = measure_crictl_style(testbed, handle.runtime_handler(args.network), crictl_levels, args.network)
     finally:
         local_testbed.down(testbed)
     doc = {
@@ -213,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_before": load_before,
         "load_avg_after": list(os.getloadavg()),
         "results": results,
+        "crictl_style": crictl,
+        "comparison": comparison(results, crictl),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

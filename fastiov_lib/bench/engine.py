@@ -416,13 +416,15 @@ def _run_round(target: PodTarget, cri: CriClient, runner: _AsyncRunner, run: Run
 async def _round_async(pods: list[_Pod], target: PodTarget, acri: AsyncCriClient, info: RoundInfo,
                        stop: threading.Event, force: threading.Event, timeout_s: float, app: dict[str, Any] | None,
                        finish: Callable[[_Pod, str, str | None], None]) -> None:
-    try:  # make sure the channel is connected, so no pod pays for the connection set-up
-        await acri.version(timeout_s=min(target.rpc_timeout_s, 10.0))
+    try:  # make sure every channel is connected, so no pod pays for the connection set-up
+        await acri.connect(timeout_s=min(target.rpc_timeout_s, 10.0))
     except CriError:
         pass  # the pods will fail with the error themselves
     gate = asyncio.Event()
-    tasks = [asyncio.create_task(_pod_task(p, target, acri, info, gate, stop, timeout_s, app, finish))
-             for p in pods]
+    # requests built and serialised before the barrier: after it, each task only sends its bytes
+    requests = [acri.prepare_run_pod_sandbox(p.config, info.runtime_handler) for p in pods]
+    tasks = [asyncio.create_task(_pod_task(p, target, acri, info, gate, stop, timeout_s, app, finish, req))
+             for p, req in zip(pods, requests)]
     await asyncio.sleep(0)  # every task now waits at the gate
     gate.set()  # the barrier: all requests released together
     pending = set(tasks)
@@ -438,7 +440,7 @@ async def _round_async(pods: list[_Pod], target: PodTarget, acri: AsyncCriClient
 
 async def _pod_task(pod: _Pod, target: PodTarget, acri: AsyncCriClient, info: RoundInfo, gate: asyncio.Event,
                     stop: threading.Event, timeout_s: float, app: dict[str, Any] | None,
-                    finish: Callable[[_Pod, str, str | None], None]) -> None:
+                    finish: Callable[[_Pod, str, str | None], None], request: bytes) -> None:
     rec = pod.record
     status, error = "failed", None
     try:
@@ -453,7 +455,7 @@ async def _pod_task(pod: _Pod, target: PodTarget, acri: AsyncCriClient, info: Ro
                 raise _PodTimeout()
             return min(remaining, target.rpc_timeout_s)
 
-        sandbox_id = await acri.run_pod_sandbox(pod.config, info.runtime_handler, timeout_s=left(), cancel=stop)
+        sandbox_id = await acri.run_prepared_pod_sandbox(request, pod.index, timeout_s=left(), cancel=stop)
         rec["t_sandbox_returned_ns"] = time.monotonic_ns()
         rec["sandbox_id"] = sandbox_id
         if target.reachable(info.variant):
