@@ -8,7 +8,7 @@ from pathlib import Path
 from fastiov_lib.config import Testbed, load_profile, load_testbed, parse_override
 from fastiov_lib.notebook.pipeline import NOTEBOOK_ORDER, NotebookFailed, adopt_outputs, notebook_path, parameters_for, \
     reproduce, run_notebook
-from fastiov_lib.run.rundir import create_run_dir
+from fastiov_lib.notebook.session import open_existing_run, read_current_run, session_run
 from fastiov_lib.testbeds import backend_for
 
 DEFAULT_TESTBED = "testbeds/local.yaml"
@@ -44,12 +44,26 @@ def _run(args: argparse.Namespace) -> int:
     testbed = load_testbed(args.testbed)
     profile = load_profile(args.profile)
     path = notebook_path(args.notebook)
-    run = create_run_dir(testbed, profile, run_id=args.run_id,
-                         results_root=Path(args.results) if args.results else None)
+    # one notebook at a time, as in JupyterLab: 01_build (or --new-run) starts a run, the others
+    # reuse the current run while testbed and profile match
+    overrides = _overrides(args.param)
+    root = Path(args.results) if args.results else testbed.resolve_results_dir()
+    if overrides.get("run_dir"):
+        run = open_existing_run(str(overrides["run_dir"]))
+    elif path.stem == NOTEBOOK_ORDER[-1] and not args.new_run and not args.run_id:
+        # the analysis notebook never starts a run of its own: it shows the current one
+        run = read_current_run(root)
+        if run is None:
+            print(f"error: {path.stem}: no current run in {root} (run 01_build first, or pass -p run_dir=DIR)",
+                  file=sys.stderr)
+            return 2
+    else:
+        run, _ = session_run(testbed, profile, new_run=args.new_run or path.stem == NOTEBOOK_ORDER[0],
+                             run_id=args.run_id, results_root=root)
     standard = {"testbed_path": str(testbed.source_path), "profile": args.profile,
                 "run_dir": str(run.path), "interactive": False}
     params = parameters_for(path, standard, {})
-    params.update(_overrides(args.param))
+    params.update(overrides)
     try:
         out = run_notebook(args.notebook, params, run.notebooks_dir)
     except NotebookFailed as exc:
@@ -82,6 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("run", parents=[common], help="run one notebook headless into a run directory")
     r.add_argument("notebook", help="e.g. 04_bench")
+    r.add_argument("--new-run", action="store_true",
+                   help="start a new run (default: 01_build starts one, the others reuse the current run)")
     r.set_defaults(func=_run)
 
     a = sub.add_parser("adopt-outputs", help="make a run's executed notebooks the committed expected outputs")

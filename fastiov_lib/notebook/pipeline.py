@@ -137,6 +137,10 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
     prof = load_profile(profile)
     _check_extra_parameters(notebooks, extra)
     run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root)
+    # the pipeline's run becomes the current run: 06_figures in JupyterLab shows it afterwards
+    from fastiov_lib.notebook.session import write_current_run
+
+    write_current_run(run)
     standard = {
         "testbed_path": str(testbed.source_path or resolve_path(testbed_path)),
         "profile": profile,
