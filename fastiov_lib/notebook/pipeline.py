@@ -12,6 +12,7 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
 from fastiov_lib.config import REPO_ROOT, ConfigError, Testbed, load_profile, load_testbed, resolve_path
+from fastiov_lib.notebook.nbfiles import normalise
 from fastiov_lib.run.rundir import RunDir, create_run_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -192,7 +193,8 @@ def adopt_outputs(run_dir: Path, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Pa
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
         target = notebooks_dir / executed.name
-        nbformat.write(nb, str(target))
+        # as JupyterLab would save it, and naming no run id that is not committed
+        nbformat.write(normalise(nb, run_id=Path(run_dir).name), str(target))
         adopted.append(target)
     return adopted
 
