@@ -31,31 +31,33 @@ def startup_pods(run: analysis.Run) -> pd.DataFrame:
     return p[p["experiment"] == "startup"] if (p["experiment"] == "startup").any() else p
 
 
-def _breakdown_figure(run: analysis.Run) -> Figure:
+def _breakdown_figure(run: analysis.Run, width: float = plots.FULL_WIDTH) -> Figure:
     bd, source = analysis.breakdown(run)
-    return plots.stage_breakdown(bd, run.caption, source=source)
+    return plots.stage_breakdown(bd, run.caption, source=source, width=width)
 
 
-# The report's figures, by file name, each built from a loaded run.
-FIGURES: dict[str, Callable[[analysis.Run], Figure]] = {
-    "startup_vs_concurrency": lambda run: plots.startup_vs_concurrency(startup_pods(run), run.caption, experiment=None),
-    "startup_cdf": lambda run: plots.cdf_per_concurrency(startup_pods(run), run.caption),
+# The report's figures, by file name, each built from a loaded run at a width in inches
+# (plots.FULL_WIDTH for the report, plots.COLUMN_WIDTH for one column of a paper).
+FIGURES: dict[str, Callable[[analysis.Run, float], Figure]] = {
+    "startup_vs_concurrency": lambda run, w: plots.startup_vs_concurrency(startup_pods(run), run.caption,
+                                                                          experiment=None, width=w),
+    "startup_cdf": lambda run, w: plots.cdf_per_concurrency(startup_pods(run), run.caption, width=w),
     "stage_breakdown": _breakdown_figure,
-    "ablation": lambda run: plots.ablation_bars(comparison_for(run), run.caption),
-    "app_completion": lambda run: plots.app_completion(run.pods, run.caption),
+    "ablation": lambda run, w: plots.ablation_bars(comparison_for(run), run.caption, width=w),
+    "app_completion": lambda run, w: plots.app_completion(run.pods, run.caption, width=w),
 }
 
 
-def figure(run: analysis.Run, name: str) -> Figure:
+def figure(run: analysis.Run, name: str, width: float = plots.FULL_WIDTH) -> Figure:
     """One of the report's figures by name (see FIGURES), e.g. for 04_bench and 05_ablation."""
     if name not in FIGURES:
         raise KeyError(f"no figure {name!r}; known: {', '.join(FIGURES)}")
-    return FIGURES[name](run)
+    return FIGURES[name](run, width)
 
 
-def build_figures(run: analysis.Run) -> dict[str, Figure]:
+def build_figures(run: analysis.Run, width: float = plots.FULL_WIDTH) -> dict[str, Figure]:
     """Every figure of a run, by file name (the same set report.md and 06_figures show)."""
-    return {name: build(run) for name, build in FIGURES.items()}
+    return {name: build(run, width) for name, build in FIGURES.items()}
 
 
 def experiment_summary(run: analysis.Run, experiment: str) -> pd.DataFrame:
