@@ -110,7 +110,7 @@ def write_report(run_dir: str | Path) -> Path:
     for name, fig in (build_figures(run).items() if has_pods else ()):
         written[name] = plots.save_figure(fig, figures_dir, name)
     table = claims.evaluate_claims(run_dir)
-    summary = analysis.summarise(run.pods)
+    summary = analysis.group_summary(run.pods)
     bd, source = analysis.breakdown(run)
     info = run.info
     prov = {k: info.get(k) for k in ("run_id", "testbed_name", "testbed_kind", "profile_name", "provenance",
@@ -132,7 +132,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append(f"\nNo pods in this run (testbed kind {info.get('testbed_kind', 'unknown')}): "
                      "startup tables and pod figures are left out.\n")
     parts += [] if not has_pods else [
-        "\n## Startup latency per group (ms, ok pods)\n",
+        "\n## Startup latency per group (ms from the release, ok pods; the table of 04-06)\n",
         _md_table(summary),
         "\n## Growth with concurrency (startup experiment)\n",
         "Least-squares slope of the median startup against the number of concurrent pods, with a 95% "
