@@ -22,7 +22,7 @@ def as_frame(obj: Any) -> pd.DataFrame:
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
     if isinstance(obj, dict):
-        return pd.DataFrame([{k: (v if not isinstance(v, (list, dict)) else json.dumps(v, default=str)[:200])
+        return pd.DataFrame([{k: (v if not isinstance(v, (list, dict)) else json.dumps(v, default=str))
                               for k, v in obj.items()}])
     if isinstance(obj, list):
         return pd.DataFrame([dataclasses.asdict(o) if dataclasses.is_dataclass(o) else o for o in obj])
