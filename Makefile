@@ -12,7 +12,12 @@ BIN      := $(VENV)/bin
 # iproute2/iptables: network namespaces, veth, bridge; chromium: the notebook browser test;
 # qemu-system-x86/busybox-static/cpio/xz-utils: the virtual SR-IOV host.
 APT_PACKAGES := containerd runc containernetworking-plugins iproute2 iptables gcc libc6-dev \
-                ca-certificates chromium qemu-system-x86 busybox-static cpio xz-utils kmod
+                ca-certificates chromium qemu-system-x86 busybox-static cpio xz-utils kmod \
+                git make golang-1.19-go libseccomp-dev pkg-config util-linux \
+                meson ninja-build libglib2.0-dev libpixman-1-dev libcurl4-openssl-dev \
+                libattr1-dev libcap-ng-dev librbd-dev libpmem-dev
+# second and third lines: the builds of the paper's components (containerd 1.3 and the kata runtime
+# with Debian's Go 1.19; QEMU 6.2.0 with the options of 0001-qemu.patch's kata.cfg)
 
 .PHONY: reproduce test setup system-packages venv clean-testbed
 

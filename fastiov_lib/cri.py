@@ -183,6 +183,11 @@ class CriClient:
                           timeout_s, None)
         return RuntimeVersion(self.api, resp.runtime_name, resp.runtime_version, resp.runtime_api_version)
 
+    def status(self, timeout_s: float | None = None) -> dict[str, bool]:
+        """The runtime's conditions (RuntimeReady, NetworkReady, ...) by type."""
+        resp = self._call("Status", self._runtime.Status, self.pb.StatusRequest(), timeout_s, None)
+        return {c.type: c.status for c in resp.status.conditions}
+
     def sandbox_config(self, pod: PodSpec) -> Any:
         """The PodSandboxConfig message for `pod` (network namespace per pod, as the original,
         unless `pod.host_network`)."""

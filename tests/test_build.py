@@ -1,4 +1,4 @@
-"""The build pipeline on a real tiny source tree: GNU patch, make, stamps, resume, provenance."""
+"""The build pipeline on a real tiny source tree: git apply, make, stamps, resume, provenance."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,7 @@ import pytest
 from fastiov_lib.testbeds.fastiov_host.build import builder as build
 
 from fastiov_lib.testbeds.fastiov_host.build import manifest
-from fastiov_lib.testbeds.fastiov_host.build.builder import BuildError, Builder, Component, SourceEdit, _sh
+from fastiov_lib.testbeds.fastiov_host.build.builder import BuildError, Builder, Component, SourceEdit, cmd
 from fastiov_lib import config
 from fastiov_lib.config import FastiovHostSettings, load_testbed
 from fastiov_lib.hw.host_steps import HostChangesNotAllowed
@@ -65,14 +65,14 @@ def project(tmp_path):
     return tmp_path, testbed
 
 
-def _component(gate: str = "") -> Component:
+def _component(gate: Path | None = None, pre: tuple = ()) -> Component:
     return Component(
         "hello", "tiny C program", "hello-src",
         edits=(SourceEdit("Makefile: EXTRAVERSION = -rc5test", "Makefile",
                           lambda text, ctx: build.set_makefile_extraversion(text, ctx.settings.expected_kernel_suffix)),),
-        configure=(_sh("test -f Makefile"),),
-        build=(_sh(f"{gate}make"),),
-        install=(_sh("install -D -m 0755 hello {root}/usr/local/bin/hello"),))
+        configure=(cmd("test", "-f", "Makefile"),),
+        build=pre + ((cmd("test", "-e", str(gate)),) if gate else ()) + (cmd("make"),),
+        install=(cmd("install", "-D", "-m", "0755", "hello", "{root}/usr/local/bin/hello"),))
 
 
 def _builder(tmp_path: Path, testbed: config.Testbed, comp: Component, run: Path | None = None, series: str = "series.yaml"):
@@ -125,7 +125,7 @@ def test_patch_that_does_not_apply_leaves_the_tree_as_it_was(project):
 def test_interrupted_build_resumes_from_the_failed_step(project):
     tmp_path, testbed = project
     gate = tmp_path / "allow-build"
-    comp = _component(gate=f"test -e {gate} && ")
+    comp = _component(gate=gate)
     b = _builder(tmp_path, testbed, comp, tmp_path / "run")
     with pytest.raises(BuildError, match=r"hello build: .* exited with 1; log: .*build\.log"):
         b.apply()
@@ -133,7 +133,7 @@ def test_interrupted_build_resumes_from_the_failed_step(project):
     assert done["configure"] == "done" and done["build"] == "to do"
     gate.write_text("")
     results = {r["step"]: r["status"] for r in b.apply()}
-    # a second `patch --forward` of an applied patch would fail: skipping proves the stamps work
+    # a second `git apply` of an applied patch would fail: skipping proves the stamps work
     assert results["patch"] == "skipped (stamp)" and results["unpack"] == "skipped (stamp)"
     assert results["build"] == "done" and results["install"] == "done"
 
@@ -171,8 +171,8 @@ def test_real_host_plan_lists_every_component_with_source_pin_and_checksum():
     assert {"cri-containerd-cni", "kata-static", "containerd", "kata", "linux", "fastiov-module", "qemu",
             "guest-kernel", "guest-image", "fastiov-cni", "runtime-configs"} <= comps
     by_what = {r["what"]: r for r in rows}
-    assert by_what["download patch 0001-qemu.patch"]["checksum"] == "pinned in manifest"
-    assert by_what["download patch 0001-linux.patch"]["checksum"].startswith("unknown")
+    assert by_what["get patch 0001-qemu.patch"]["checksum"] == "pinned in manifest"
+    assert by_what["get patch 0001-linux.patch"]["checksum"].startswith("unknown")
     assert any("busPrefix = \"0000:e3:\"" in r["what"] for r in rows)
     assert any("EXTRAVERSION = -rc5test" in r["what"] for r in rows)
     assert all(r["host change"] == "yes" for r in rows if r["step"] == "install")
@@ -184,7 +184,7 @@ def test_build_interrupted_by_ctrl_c_resumes_without_redoing_finished_steps(proj
     tmp_path, testbed = project
     gate = tmp_path / "no-interrupt"
     # the build command sends SIGINT to the builder (as Ctrl-C would) unless the gate exists
-    comp = _component(gate=f"test -e {gate} || (kill -INT $PPID; sleep 5); ")
+    comp = _component(pre=(cmd("sh", "-c", f"test -e {gate} || (kill -INT $PPID; sleep 5)"),))
     b = _builder(tmp_path, testbed, comp, tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         b.apply()
@@ -226,7 +226,7 @@ def test_git_sources_are_cloned_at_the_ref_and_pinned_on_first_use(project):
 
 def test_a_changed_input_reruns_only_the_steps_that_use_it(project):
     tmp_path, testbed = project
-    comp = Component("hello", "tiny C program", "hello-src", build=(_sh("make -j{jobs}"),))
+    comp = Component("hello", "tiny C program", "hello-src", build=(cmd("make", "-j{jobs}"),))
     _builder(tmp_path, testbed, comp).apply(through="build")
     more_jobs = testbed.model_copy(update={"fastiov": testbed.fastiov.model_copy(update={"build_jobs": 2})})
     states = {r["step"]: r["state"] for r in _builder(tmp_path, more_jobs, comp).plan()}

@@ -164,7 +164,8 @@ def test_repository_manifests_load_and_pin_the_reference_patches():
     series = manifest.load_patch_series()
     assert series.get("0001-qemu.patch").sha256 == "659a6f535d8eac63684f87de05660b92b2f8209f24bc50821948b7cbdc61cd2d"
     assert series.get("0001-linux.patch").sha256 is None
-    assert all(p.url.count(series.artifact_commit) == 1 for p in series.patches)
+    assert all(p.url.count(series.artifact_commit) == 1 for p in series.patches if p.url)
+    assert all(p.own_path().is_file() and p.sha256 == manifest.sha256_file(p.own_path()) for p in series.patches if p.file)
     assert binaries.get("fastiov-src").git.commit == series.artifact_commit
     assert all("codeload" not in (e.url or "") for e in binaries.entries)
 

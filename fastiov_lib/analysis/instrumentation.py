@@ -271,6 +271,39 @@ def assign_rounds(stages: pd.DataFrame, pods: pd.DataFrame) -> pd.DataFrame:
     return stages
 
 
+def join_by_sandbox(stages: pd.DataFrame, pods: pd.DataFrame) -> pd.DataFrame:
+    """Label records whose record_id is a pod's sandbox id (containerd's CNI_* records) with that
+    pod's round; this wins over the time window, which only labels records of no known pod."""
+    if stages.empty or pods.empty or "sandbox_id" not in pods.columns:
+        return stages
+    cols = ["experiment", "variant", "concurrency", "repeat"]
+    by_id = pods.dropna(subset=["sandbox_id"]).drop_duplicates("sandbox_id").set_index("sandbox_id")[cols]
+    hit = stages["record_id"].isin(by_id.index)
+    if not hit.any():
+        return stages
+    stages = stages.copy()
+    for col in cols:
+        stages[col] = stages[col].astype("object")
+        stages.loc[hit, col] = by_id.loc[stages.loc[hit, "record_id"], col].to_numpy()
+    return stages
+
+
+def pods_without_records(stages: pd.DataFrame | None, pods: pd.DataFrame,
+                         subject_prefix: str = "CNI_") -> pd.DataFrame:
+    """Per round (experiment, variant, concurrency, repeat): ok pods, those with a record, those without."""
+    cols = ["experiment", "variant", "concurrency", "repeat"]
+    ok = pods[pods["status"] == "ok"].dropna(subset=["sandbox_id"]) if not pods.empty else pods
+    if ok.empty:
+        return pd.DataFrame(columns=cols + ["ok_pods", "with_records", "without_records"])
+    have = set()
+    if stages is not None and not stages.empty:
+        have = set(stages.loc[stages["subject"].astype(str).str.startswith(subject_prefix), "record_id"].astype(str))
+    ok = ok.assign(has=ok["sandbox_id"].astype(str).isin(have))
+    out = ok.groupby(cols, dropna=False).agg(ok_pods=("has", "size"), with_records=("has", "sum")).reset_index()
+    out["without_records"] = out["ok_pods"] - out["with_records"]
+    return out
+
+
 def build_stages_csv(run_dir: str | Path) -> tuple[Path | None, ParseReport]:
     """Parse instrumentation logs under run_dir/logs into run_dir/stages.csv (labelled by round).
 
@@ -278,10 +311,15 @@ def build_stages_csv(run_dir: str | Path) -> tuple[Path | None, ParseReport]:
     """
     run_dir = Path(run_dir)
     df, report = parse_instrumentation_dir(run_dir / "logs")
-    if df.empty:
+    from fastiov_lib.analysis.qemu_timeline import qemu_stages_dir  # a real host's QEMU timelines
+
+    qemu, qemu_report = qemu_stages_dir(run_dir / "logs")
+    report.merge(qemu_report)
+    if df.empty and qemu.empty:
         return None, report
     pods, _ = read_pods(run_dir)
-    stages = assign_rounds(stages_from_instrumentation(df), pods)
+    parts = ([stages_from_instrumentation(df)] if not df.empty else []) + ([qemu] if not qemu.empty else [])
+    stages = join_by_sandbox(assign_rounds(pd.concat(parts, ignore_index=True), pods), pods)
     out = run_dir / STAGES_FILE
     tmp = out.with_suffix(".csv.tmp")
     stages.to_csv(tmp, index=False)

@@ -5,7 +5,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,27 @@ import pandas as pd
 from fastiov_lib.run.rundir import PODS_FILE, RUN_FILE, PodRecord, RunDir
 from fastiov_lib.analysis.pods import ParseReport
 
-_ROUND_DIR_RE = re.compile(r"^time_kata_(\d{8})$")
+# time_kata_<MMDDHHMM>/ (Kata runs) and time_runc_<MMDDHHMM>/ (the runc baseline)
+_ROUND_DIR_RE = re.compile(r"^time_(kata|runc)_(\d{8})$")
+# what the original's latency is: its script's own end - start, polling and sleeps included
+LATENCY_KIND = "original_total"
+LATENCY_NOTE = ("the original scripts' total per pod (end - start as they logged it, their polling and "
+                "sleep included), not a RunPodSandbox time")
 _CON_DIR_RE = re.compile(r"^con_(\d+)$")
 _POD_FILE_RE = re.compile(r"^_pod_(\d+)_(\d+)\.txt$")
 _NUM_RE = re.compile(r"^-?\d+(\.\d+)?$")
 
 ORIGINAL_COLUMNS = ["round", "concurrency", "tenant", "pod_index", "line_in_file", "file", "pod_id",
-                    "start_ms", "end_ms", "latency_ms"]
+                    "start_ms", "end_ms", "latency_ms", "start_ns", "latency_ns", "runtime"]
+
+
+def _real_dir(p: Path) -> bool:
+    """A folder that is not reached through a symlink (links are never followed out of the source)."""
+    return p.is_dir() and not p.is_symlink()
+
+
+def _real_file(p: Path) -> bool:
+    return p.is_file() and not p.is_symlink()
 
 
 def _find_round_dirs(src: Path) -> list[Path]:
@@ -29,9 +45,47 @@ def _find_round_dirs(src: Path) -> list[Path]:
         return [src]
     found: list[Path] = []
     for base in (src, src / "logs"):
-        if base.is_dir():
-            found += [p for p in sorted(base.iterdir()) if p.is_dir() and _ROUND_DIR_RE.match(p.name)]
+        if _real_dir(base) or base == src:
+            if base.is_dir():
+                found += [p for p in sorted(base.iterdir()) if _real_dir(p) and _ROUND_DIR_RE.match(p.name)]
     return found
+
+
+def round_runtime(round_dir: Path) -> str:
+    """The runtime a round directory was measured with (kata or runc), from its name."""
+    m = _ROUND_DIR_RE.match(round_dir.name)
+    return m.group(1) if m else "kata"
+
+
+def _ns_of_ms(text: str) -> int:
+    """Integer ns of a decimal ms string, exactly (no float maths on timestamps)."""
+    return int(Decimal(text) * 1_000_000)
+
+
+def copy_regular_files(src: Path, dest: Path) -> list[str]:
+    """Copy the regular files under src to dest (folders recreated); returns what was skipped and why.
+
+    Symlinks are never followed (so a link to /etc copies nothing of /etc, and a link loop ends
+    nowhere); devices, FIFOs and sockets are skipped too.
+    """
+    skipped: list[str] = []
+    for root, dirs, files in os.walk(src, followlinks=False):
+        rel_root = Path(root).relative_to(src)
+        (dest / rel_root).mkdir(parents=True, exist_ok=True)
+        for name in list(dirs):
+            if (Path(root) / name).is_symlink():
+                skipped.append(f"{rel_root / name}: symlink, not followed")
+                dirs.remove(name)
+        for name in files:
+            path = Path(root) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                skipped.append(f"{rel_root / name}: symlink, not followed")
+            elif not stat.S_ISREG(mode):
+                skipped.append(f"{rel_root / name}: not a regular file")
+            else:
+                shutil.copy2(path, dest / rel_root / name, follow_symlinks=False)
+    return skipped
 
 
 def read_versions(path: Path) -> dict[str, str]:
@@ -63,18 +117,24 @@ def parse_original_layout(src: str | Path) -> tuple[pd.DataFrame, ParseReport, d
     versions: dict[str, dict[str, str]] = {}
     rounds = _find_round_dirs(src)
     if not rounds:
-        report.skip(0, "no time_kata_<MMDDHHMM> directory found")
+        report.skip(0, "no time_kata_<MMDDHHMM> or time_runc_<MMDDHHMM> directory found")
     for rdir in rounds:
         for vpath in (rdir / "versions.txt", *sorted(rdir.glob("con_*/versions.txt"))):
-            if vpath.is_file():
+            if _real_file(vpath) and _real_dir(vpath.parent):
                 versions.setdefault(rdir.name, {}).update(read_versions(vpath))
         for cdir in sorted(p for p in rdir.iterdir() if p.is_dir()):
             cm = _CON_DIR_RE.match(cdir.name)
             if not cm:
                 continue
+            if cdir.is_symlink():
+                report.skip(0, "symlink, not followed", f"{rdir.name}/{cdir.name}")
+                continue
             for f in sorted(cdir.iterdir()):
                 pm = _POD_FILE_RE.match(f.name)
                 if not pm:
+                    continue
+                if not _real_file(f):
+                    report.skip(0, "not a regular file (symlinks are not followed)", f"{rdir.name}/{cdir.name}/{f.name}")
                     continue
                 rel = f"{rdir.name}/{cdir.name}/{f.name}"
                 text = f.read_text(errors="replace")
@@ -95,7 +155,11 @@ def parse_original_layout(src: str | Path) -> tuple[pd.DataFrame, ParseReport, d
                     if not all(_NUM_RE.match(p) for p in parts[1:]):
                         report.skip(number, "start/end/latency are not numbers", rel)
                         continue
-                    start, end, lat = (float(p) for p in parts[1:])
+                    try:
+                        start, end, lat = (Decimal(p) for p in parts[1:])
+                    except InvalidOperation:
+                        report.skip(number, "start/end/latency are not numbers", rel)
+                        continue
                     if lat < 0 or end < start:
                         report.skip(number, "negative latency or end before start", rel)
                         continue
@@ -103,7 +167,9 @@ def parse_original_layout(src: str | Path) -> tuple[pd.DataFrame, ParseReport, d
                     rows.append({
                         "round": rdir.name, "concurrency": int(cm.group(1)), "tenant": int(pm.group(1)),
                         "pod_index": int(pm.group(2)), "line_in_file": number, "file": rel,
-                        "pod_id": parts[0], "start_ms": start, "end_ms": end, "latency_ms": lat,
+                        "pod_id": parts[0], "start_ms": float(start), "end_ms": float(end), "latency_ms": float(lat),
+                        "start_ns": _ns_of_ms(parts[1]), "latency_ns": _ns_of_ms(parts[3]),
+                        "runtime": round_runtime(rdir),
                     })
                 if got == 0:
                     report.skip(0, "no result line (the pod never finished or the file was truncated)", rel)
@@ -111,6 +177,7 @@ def parse_original_layout(src: str | Path) -> tuple[pd.DataFrame, ParseReport, d
                         "round": rdir.name, "concurrency": int(cm.group(1)), "tenant": int(pm.group(1)),
                         "pod_index": int(pm.group(2)), "line_in_file": 0, "file": rel, "pod_id": "",
                         "start_ms": np.nan, "end_ms": np.nan, "latency_ms": np.nan,
+                        "start_ns": None, "latency_ns": None, "runtime": round_runtime(rdir),
                     })
     df = pd.DataFrame(rows, columns=ORIGINAL_COLUMNS)
     report.records = int(df["latency_ms"].notna().sum())
@@ -134,7 +201,8 @@ def import_original_results(src: str | Path, dest_run_dir: str | Path, variant: 
         raise FileExistsError(f"{dest}: exists and is not empty; choose a new run directory")
     df, report, versions = parse_original_layout(src)
     if df.empty:
-        raise ValueError(f"{src}: no result files of the form logs/time_kata_<MMDDHHMM>/con_<NNN>/_pod_<t>_<i>.txt")
+        raise ValueError(f"{src}: no result files of the form logs/time_kata_<MMDDHHMM>/con_<NNN>/_pod_<t>_<i>.txt "
+                         "(or time_runc_<MMDDHHMM>/)")
     run_id = dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=dest.parent))
@@ -148,23 +216,25 @@ def import_original_results(src: str | Path, dest_run_dir: str | Path, variant: 
         with open(tmp / PODS_FILE, "w", encoding="utf-8") as fh:
             for row in df.itertuples(index=False):
                 ok = not np.isnan(row.latency_ms)
-                start_ns = int(round(row.start_ms * 1e6)) if ok else None
+                start_ns = int(row.start_ns) if ok else None
                 rec = PodRecord(
                     run_id=run_id, testbed="original-artifact", testbed_kind="fastiov", experiment="startup",
-                    variant=variant, network=network, runtime_handler="kata", concurrency=row.concurrency,
+                    variant=variant, network=network, runtime_handler=row.runtime, concurrency=row.concurrency,
                     repeat=row.repeat, pod_index=row.pod_index, tenant=row.tenant,
                     pod_name=f"sandbox-{row.tenant:03d}-{row.pod_index:03d}",
                     sandbox_id=row.pod_id or None,
                     t_released_ns=start_ns,
-                    t_sandbox_returned_ns=start_ns + int(round(row.latency_ms * 1e6)) if ok else None,
+                    # the original's total, not RunPodSandbox alone: labelled in extra and run.json
+                    t_sandbox_returned_ns=start_ns + int(row.latency_ns) if ok else None,
                     wall_released_ns=start_ns,
                     status="ok" if ok else "failed",
                     error=None if ok else "no result line in the original pod file",
                     extra={"source_file": row.file, "original_end_ms": None if not ok else row.end_ms,
-                           "round": row.round},
+                           "round": row.round, "latency_kind": LATENCY_KIND},
                 )
                 fh.write(json.dumps(rec.model_dump(mode="json"), separators=(",", ":")) + "\n")
         first_versions = next(iter(versions.values()), {})
+        runtimes = sorted(df["runtime"].unique().tolist())
         info = {
             "run_id": run_id,
             "testbed_name": "original-artifact",
@@ -173,6 +243,11 @@ def import_original_results(src: str | Path, dest_run_dir: str | Path, variant: 
             "imported_from": str(src.resolve()),
             "rounds": sorted(df["round"].unique().tolist()),
             "versions": versions,
+            "runtime": {"handlers": runtimes, "kata": first_versions.get("kata"),
+                        "containerd": first_versions.get("containerd"), "crictl": first_versions.get("crictl")},
+            "testbed": {"kind": "fastiov", "source": "versions.txt of the imported rounds",
+                        "kernel": first_versions.get("kernel")},
+            "latency": {"kind": LATENCY_KIND, "note": LATENCY_NOTE},
             "host": {"kernel": first_versions.get("kernel")},
             "parse": {"records": report.records, "skipped": len(report.skipped)},
             "start_time": None,
@@ -181,8 +256,13 @@ def import_original_results(src: str | Path, dest_run_dir: str | Path, variant: 
         (tmp / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
         logs = tmp / "logs" / "original"
         logs.mkdir(parents=True)
+        copy_skipped: list[str] = []
         for rdir in _find_round_dirs(src):
-            shutil.copytree(rdir, logs / rdir.name)
+            copy_skipped += [f"{rdir.name}/{item}" for item in copy_regular_files(rdir, logs / rdir.name)]
+        for item in copy_skipped:
+            report.skip(0, "not copied: " + item.split(": ", 1)[1], item.split(": ", 1)[0])
+        info["copy_skipped"] = copy_skipped
+        (tmp / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if dest.exists():
             dest.rmdir()
         os.replace(tmp, dest)

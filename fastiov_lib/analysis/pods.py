@@ -58,6 +58,34 @@ class ParseReport:
 # --------------------------------------------------------------------------------------------------
 
 POD_FIELDS = list(PodRecord.model_fields)
+NS_FIELDS = [c for c in POD_FIELDS if c.endswith("_ns")]
+MAX_NS = 2**63 - 1  # int64: what a monotonic or epoch clock in ns can hold
+MAX_SPAN_NS = 86_400 * 10**9  # a pod phase of more than a day is a broken record, not a slow pod
+# each phase ends after the one it follows (None = not reached)
+# (the workload's exit comes from the runtime's clock and may precede StartContainer's return)
+PHASE_ORDER = [("t_released_ns", "t_sandbox_returned_ns"), ("t_sandbox_returned_ns", "t_network_ready_ns"),
+               ("t_sandbox_returned_ns", "t_container_started_ns"), ("t_released_ns", "t_container_exited_ns")]
+
+
+def timestamp_problem(obj: dict[str, Any]) -> str | None:
+    """Why a pod record's timestamps are impossible (non-integer, out of range, out of order), or None."""
+    for key in NS_FIELDS:
+        v = obj.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"key '{key}': {v!r} is not an integer number of nanoseconds"
+        if not 0 <= v <= MAX_NS:
+            return f"key '{key}': {v} is outside 0..2^63-1 ns"
+    for start, end in PHASE_ORDER:
+        a, b = obj.get(start), obj.get(end)
+        if a is None or b is None:
+            continue
+        if b < a:
+            return f"key '{end}' ({b}) precedes '{start}' ({a})"
+        if b - a > MAX_SPAN_NS:
+            return f"'{start}' to '{end}' spans {(b - a) / 1e9:.3g} s, more than a day"
+    return None
 
 
 def _ms_between(df: pd.DataFrame, start: str, end: str) -> pd.Series:
@@ -118,6 +146,10 @@ def read_pods(path: str | Path) -> tuple[pd.DataFrame, ParseReport]:
             numbers = [n for n, line in enumerate(fh, start=1) if line.strip() and n not in bad]
     good: list[dict[str, Any]] = []
     for number, obj in zip(numbers, raw):
+        problem = timestamp_problem(obj)
+        if problem:
+            report.skip(number, f"impossible timestamps: {problem}")
+            continue
         try:
             rec = PodRecord.model_validate(obj)
         except ValidationError as exc:

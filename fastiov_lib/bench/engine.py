@@ -220,9 +220,9 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         got.setdefault("signum", signum)
         stop.set()
 
+    writer = JsonlWriter(run.pods_file)  # before the handlers: a refused file leaves signals as they were
     previous = _install_handlers(on_signal)
     cpu0 = time.process_time()
-    writer = JsonlWriter(run.pods_file)
     cri: CriClient | None = None
     runner: _AsyncRunner | None = None
     try:
@@ -258,6 +258,8 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
     except CriError as err:
         raise BenchError(f"{target.socket}: {err}") from None
     finally:
+        if hooks is not None and hasattr(hooks, "close"):
+            hooks.close()  # a real host's barrier server lives for the sweep, whatever happens
         writer.close()
         if runner is not None:
             runner.close()
@@ -353,9 +355,16 @@ def _run_round(target: PodTarget, cri: CriClient, runner: _AsyncRunner, run: Run
     bar = tqdm(total=info.concurrency, desc=f"{info.variant} c={info.concurrency} r={info.repeat}",
                unit="pod", leave=False)
 
+    write_failed: list[OSError] = []
+
     def write_records() -> None:
         while (rec := records.get()) is not None:
-            writer.append(rec)
+            try:
+                writer.append(rec)
+            except OSError as err:  # disk full, I/O error: stop the sweep now, say what is kept
+                write_failed[:1] = [err]
+                stop.set()
+                continue
             done.append(rec)
             bar.update(1)
 
@@ -399,6 +408,8 @@ def _run_round(target: PodTarget, cri: CriClient, runner: _AsyncRunner, run: Run
             info.counts[rec.status] = info.counts.get(rec.status, 0) + 1
         if target.log_file is not None:
             info.log_file = _save_log_slice(target.log_file, log_offset, run.logs_dir, info.round_id)
+    if write_failed:
+        raise write_failed[0]
     if future.done() and not future.cancelled() and future.exception() is not None:
         raise future.exception()
     return sorted(done, key=lambda r: r.pod_index)
@@ -476,7 +487,7 @@ def _build_pods(target: PodTarget, cri: CriClient, run: RunDir, info: RoundInfo,
     pods = []
     for i in range(info.concurrency):
         tenant, idx = divmod(i, per_tenant)
-        name = f"sandbox-{tenant}-{idx}"
+        name = target.pod_name(tenant + 1, idx + 1) if target.pod_name else f"sandbox-{tenant}-{idx}"
         uid = f"{info.round_id}-{i}"
         spec = PodSpec(name=name, namespace=POD_NAMESPACE, uid=uid,
                        log_directory=str(target.pod_log_root / info.round_id / name),

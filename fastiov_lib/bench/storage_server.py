@@ -5,6 +5,11 @@ that could leave the directory is refused with 403: `..` segments, absolute path
 forms of either (`%2e%2e`, `%2f`, also double-encoded), backslashes, NUL bytes, and symlinks
 (or parent directories) that resolve outside it. The server binds one address only (on the local
 testbed: the bridge gateway), never 0.0.0.0, and runs in a background thread.
+
+Bounded: a connection that sends nothing for `REQUEST_TIMEOUT_S` is closed, at most
+`MAX_CONNECTIONS` are served at once (more get 503 at once), error pages never echo the request
+path (the reason goes to the server's request log), and a client that hangs up mid-download
+ends its connection quietly (no traceback on stderr).
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ from urllib.parse import unquote, urlsplit
 
 DOWNLOAD_PREFIX = "/download/"
 _CHUNK = 1 << 20
+REQUEST_TIMEOUT_S = 10.0  # idle or slow clients: a pod's download never pauses this long
+MAX_CONNECTIONS = 256  # the largest app-test round starts fewer pods than this
+_LOG_PATH_CHARS = 200  # request paths in the log are cut to this
 
 
 class RefusedPath(Exception):
@@ -63,28 +71,74 @@ def resolve_request_path(data_dir: Path, request_path: str) -> Path:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fastiov-storage/1"
     protocol_version = "HTTP/1.0"
+    timeout = REQUEST_TIMEOUT_S  # socket timeout: an idle connection is closed, its thread ends
     data_dir: Path
+
+    def _refuse(self, status: HTTPStatus, why: str) -> None:
+        # the page names the status only; the reason (with the path, cut short) goes to the log
+        self.server.request_log.append(f"{status.value} {why}"[:_LOG_PATH_CHARS])  # type: ignore[attr-defined]
+        self.send_error(status, status.phrase)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         try:
             target = resolve_request_path(self.data_dir, self.path)
         except RefusedPath as err:
-            self.send_error(HTTPStatus.FORBIDDEN, str(err))
+            self._refuse(HTTPStatus.FORBIDDEN, str(err))
             return
         except (FileNotFoundError, OSError):
-            self.send_error(HTTPStatus.NOT_FOUND, "no such file")
+            self._refuse(HTTPStatus.NOT_FOUND, f"no such file: {self.path}")
             return
         size = target.stat().st_size
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(size))
         self.end_headers()
-        with open(target, "rb") as fh:
-            shutil.copyfileobj(fh, self.wfile, _CHUNK)
+        try:
+            with open(target, "rb") as fh:
+                shutil.copyfileobj(fh, self.wfile, _CHUNK)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.server.request_log.append("client hung up during the download")  # type: ignore[attr-defined]
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own errors (400 bad request line, 414 URI too long) would quote the request
+        super().send_error(code, HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else None, None)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         # one line per request into the server's own log list, not stderr (papermill captures stderr)
-        self.server.request_log.append(format % args)  # type: ignore[attr-defined]
+        self.server.request_log.append((format % args)[:_LOG_PATH_CHARS])  # type: ignore[attr-defined]
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on connections served at once and no tracebacks on stderr."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: object, **kwargs: object):
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        import sys
+
+        exc = sys.exc_info()[1]
+        self.request_log.append(f"connection from {client_address[0]} ended: {type(exc).__name__}")  # type: ignore[attr-defined]
 
 
 class StorageServer:
@@ -97,8 +151,7 @@ class StorageServer:
         if host in ("", "0.0.0.0", "::"):
             raise ValueError("the storage server binds one address (e.g. the bridge gateway), not all")
         handler = type("StorageHandler", (_Handler,), {"data_dir": self.data_dir.resolve()})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _BoundedServer((host, port), handler)
         self._httpd.request_log = []  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 

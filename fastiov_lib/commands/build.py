@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+STEPS = ("fetch", "verify", "unpack", "patch", "configure", "build", "install")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("build", help="fetch, verify, patch, build and install the FastIOV stack")
@@ -12,21 +14,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--testbed", required=True, help="testbed YAML file (kind fastiov)")
     p.add_argument("--component", action="append", default=None,
                    help="only this component (repeatable); default: all")
-    p.add_argument("--through", default=None, help="stop after this step (e.g. build: no install)")
+    p.add_argument("--through", default=None, choices=STEPS,
+                   help="stop after this step (patch and build change nothing outside the build folder)")
     p.add_argument("--offline", action="store_true", help="use only the download cache")
+    p.add_argument("--sources", default=None, metavar="DIR",
+                   help="pre-fetched source archives (e.g. ../shared/sources), each verified against the "
+                        "manifest's pin before use; implies --offline")
+    p.add_argument("--build-dir", default=None, metavar="DIR",
+                   help="build (and cache) under DIR instead of the testbed's fastiov.build_dir/cache_dir")
     p.add_argument("--run-dir", default=None, help="write logs and build_provenance.json into RUN_DIR")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder, BuildError, format_build_plan
     from fastiov_lib.config import load_testbed
-    from fastiov_lib.testbeds.fastiov_host.build.manifest import ManifestError
     from fastiov_lib.hw.host_steps import HostChangesNotAllowed
+    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder, BuildError, format_build_plan
+    from fastiov_lib.testbeds.fastiov_host.build.manifest import ManifestError
 
     tb = load_testbed(args.testbed)
     try:
-        builder = Builder(tb, run_path=Path(args.run_dir) if args.run_dir else None, offline=args.offline)
+        if args.sources and not Path(args.sources).is_dir():
+            raise BuildError(f"--sources {args.sources}: not a folder")
+        builder = Builder(tb, run_path=Path(args.run_dir) if args.run_dir else None, offline=args.offline,
+                          sources=Path(args.sources) if args.sources else None,
+                          build_dir=Path(args.build_dir).resolve() if args.build_dir else None)
+        if args.component:
+            for name in args.component:
+                builder.component(name)
         if args.action == "plan":
             rows = builder.plan()
             if args.component:
@@ -37,6 +52,10 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         for r in builder.apply(only=args.component, through=args.through):
             print(f"{r['component']:<20} {r['step']:<9} {r['status']}")
+            for patch, files in (r.get("skipped_identical") or {}).items():
+                if files:
+                    print(f"  {patch}: skipped {len(files)} new-file sections whose file exists identically: "
+                          + ", ".join(files[:8]) + (f", ... ({len(files) - 8} more)" if len(files) > 8 else ""))
         return 0
     except (BuildError, ManifestError, HostChangesNotAllowed) as exc:
         print(f"error: {exc}")

@@ -9,7 +9,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("variant", help="switch between vanilla SR-IOV, FastIOV, single optimisations "
                                               "and network baselines (edits the kata config)")
-    p.add_argument("action", choices=["set", "show", "list", "plan", "deploy"])
+    p.add_argument("action", choices=["set", "show", "list", "plan", "deploy", "rounds"],
+                   help="rounds: what the benchmark does before the run, around every round and after it")
     p.add_argument("name", nargs="?", default=None, help="variant name (for set/plan/deploy)")
     p.add_argument("--testbed", required=False, help="testbed YAML file (kind fastiov)")
     p.add_argument("--root", default=None, help="files below this root instead of the testbed's sys_root")
@@ -30,6 +31,11 @@ def _run(args: argparse.Namespace) -> int:
     tb = load_testbed(args.testbed)
     root = Path(args.root) if args.root else None
     try:
+        if args.action == "rounds":
+            from fastiov_lib.testbeds.fastiov_host.round_hooks import real_host_plan
+
+            print(format_plan(real_host_plan(tb)))
+            return 0
         if args.action == "show":
             print(json.dumps(rc.show_variant(tb, root), indent=2))
             return 0

@@ -31,15 +31,20 @@ def _session(args: argparse.Namespace, benchmarks: bool) -> int:
     except ValueError as exc:  # a run id with characters a run directory may not have
         print(f"error: --out {args.out}: {exc}", file=sys.stderr)
         return 2
+    reason = "failed"
     try:
         result = vsriov.run_guest_session(testbed, run, profile, benchmarks=benchmarks,
                                           progress=not args.quiet, raise_on_failure=False)
+        reason = "completed" if result.ok else "failed"
     except vsriov.VsriovError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(run.path)
         return 1
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (the CLI raises both alike)
+        reason = f"interrupted by {str(exc) or 'SIGINT'}"
+        raise
     finally:
-        run.finish()
+        run.finish(reason)
     for key, value in result.summary().items():
         print(f"{key:>14}: {value}")
     if result.ok and benchmarks:
@@ -81,6 +86,26 @@ def _setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_qemu(args: argparse.Namespace) -> int:
+    from fastiov_lib.testbeds.vsriov import qemu62
+    from fastiov_lib.testbeds.vsriov.common import VsriovError
+
+    testbed = load_testbed(args.testbed)
+    sources = Path(args.sources).expanduser().resolve() if args.sources else None
+    try:
+        if args.plan:
+            for row in qemu62.plan(testbed, sources):
+                print(f"{row['state']:>6}  {row['component']:<12} {row['step']:<9} {row.get('what', '')}")
+            return 0
+        built = qemu62.ensure_built(testbed, sources=sources)
+    except VsriovError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for variant, path in built.items():
+        print(f"{variant}: {path}")
+    return 0
+
+
 def _clean(args: argparse.Namespace) -> int:
     from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
@@ -110,6 +135,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     setup.set_defaults(func=_setup)
     plan = actions.add_parser("plan", parents=[common], help="show the set-up steps and which are done")
     plan.set_defaults(func=_plan)
+    bq = actions.add_parser("build-qemu", parents=[common],
+                            help="build QEMU 6.2.0 stock and with 0001-qemu.patch into the work dir (once, ~15 min)")
+    bq.add_argument("--sources", help="offline source archives (default: ../shared/sources when present)")
+    bq.add_argument("--plan", action="store_true", help="show the build steps and which are done, build nothing")
+    bq.set_defaults(func=_build_qemu)
     clean = actions.add_parser("clean", parents=[common], help="remove built images (and with --all the downloads)")
     clean.add_argument("--all", action="store_true", help="also remove downloaded .debs, apt lists, kernel, QEMU")
     clean.set_defaults(func=_clean)

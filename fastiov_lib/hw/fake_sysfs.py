@@ -209,6 +209,10 @@ def build_fake_host(root: Path, spec: FakeHostSpec | None = None, testbed: "Test
         from fastiov_lib.testbeds.fastiov_host import runtime_config
 
         runtime_config.deploy_fake_configs(root, testbed, spec.kata_overrides)
+        if testbed is not None and testbed.fastiov is not None:  # log dirs, guest kernel config, build tools
+            from fastiov_lib.testbeds.fastiov_host.fake_extras import write_host_extras
+
+            write_host_extras(root, testbed)
     return root
 
 

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import stat
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -361,43 +362,74 @@ def allocate_hugepages(root: Path, count: int, writer: SysfsWriter | None = None
             "wall_ns": time.time_ns(), "ok": got >= count}
 
 
-def register_device_sets(root: Path, vfs: list[str], device: Path | str | None,
-                         request: int | None, report: NicReport) -> None:
-    """Register each VF as its own VFIO device set with the fastiov module (an ioctl per VF).
+def _io(kind: str, nr: int) -> int:
+    """Linux's _IO(type, nr): no direction, no size (the argument is passed as a pointer anyway)."""
+    return (ord(kind) << 8) | nr
 
-    A no-op with a recorded reason when the module's node is absent, is not a character device,
-    or the ioctl request number is not configured. The argument is the VF's address as a
-    NUL-terminated string (the module's interface is not documented upstream; see the testbed file).
+
+REGISTER_VF_IOCTL = _io(";", 125)  # 0x3B7D: the patched VFIO's "own device set for this VF"
+
+
+def register_arg(vf: str) -> bytes:
+    """The registration ioctl's argument: bus, device, function as three native u32 (no domain)."""
+    _domain, bus, dev, fn = parse_pci(vf)
+    return struct.pack("@III", bus, dev, fn)
+
+
+def register_device_sets(root: Path, vfs: list[str], device: Path | str | None,
+                         request: int | None, report: NicReport, disabled_reason: str = "") -> None:
+    """Register each VF as its own VFIO device set with the patched host kernel (one ioctl per VF).
+
+    The original (`multhd_bind_vfs.py`) issues `_IO(';', 125)` on the VFIO container node
+    `/dev/vfio/vfio` with (bus, device, function) as three u32, every VF in turn, before binding.
+    A no-op with a recorded reason when registration is disabled, the node is absent or not a
+    character device, or no request number is configured; a failing ioctl is an error naming it.
     """
+    what = "VFIO per-VF device-set registration"
+    if disabled_reason:
+        report.skipped.append({"what": what, "reason": disabled_reason})
+        return
     if device is None:
-        report.skipped.append({"what": "fastiov device-set registration", "reason": "no device node configured"})
+        report.skipped.append({"what": what, "reason": "no device node configured"})
         return
     node = Path(root) / str(device).lstrip("/")
     if not node.exists():
-        report.skipped.append({"what": "fastiov device-set registration",
-                               "reason": f"{node} absent (fastiov module not loaded)"})
+        report.skipped.append({"what": what, "reason": f"{node} absent (vfio not loaded)"})
         return
     if not stat.S_ISCHR(node.stat().st_mode):
-        report.skipped.append({"what": "fastiov device-set registration",
-                               "reason": f"{node} is not a character device"})
+        report.skipped.append({"what": what, "reason": f"{node} is not a character device"})
         return
     if request is None:
-        report.skipped.append({"what": "fastiov device-set registration",
-                               "reason": "fastiov_register_ioctl not set in the testbed file"})
+        report.skipped.append({"what": what, "reason": "fastiov_register_ioctl not set in the testbed file"})
         return
     fd = os.open(node, os.O_RDWR)
     try:
         for vf in vfs:
-            buf = vf.encode().ljust(32, b"\0")
+            buf = register_arg(vf)
             t0 = time.monotonic_ns()
             try:
                 fcntl.ioctl(fd, request, buf)
             except OSError as exc:
-                raise NicError(f"{node}: ioctl {request:#x} for {vf} failed: {exc.strerror}") from exc
+                raise NicError(f"{node}: ioctl {request:#x} for {vf} (bus, device, function "
+                               f"{tuple(struct.unpack('@III', buf))}) failed: {exc.strerror}; is this the patched "
+                               "host kernel? (set fastiov_register: never to skip the registration)") from exc
             _timing(report, "register_device_set", time.monotonic_ns() - t0, vf=vf)
             report.registered.append(vf)
     finally:
         os.close(fd)
+
+
+def registration_disabled(root: Path, s: Any) -> str:
+    """Why the per-VF registration is skipped on this host ("" = do it), from `fastiov_register`."""
+    if s.fastiov_register == "never" or s.fastiov_register_ioctl is None:
+        return "fastiov_register is never" if s.fastiov_register == "never" else "fastiov_register_ioctl is null"
+    if s.fastiov_register == "always":
+        return ""
+    release = (_read(Path(root) / "proc/sys/kernel/osrelease") or "").strip()
+    if release.endswith(s.expected_kernel_suffix):
+        return ""
+    return (f"kernel {release or 'unknown'} is not the patched *{s.expected_kernel_suffix} kernel "
+            "(fastiov_register: auto); a stock VFIO has no such ioctl")
 
 
 def _bind_one(root: Path, vf: str, driver: str, writer: SysfsWriter, report: NicReport,
@@ -437,7 +469,7 @@ def bind_vfs(root: Path, vfs: list[str], driver: str = "vfio-pci", writer: Sysfs
 def prepare_vfs(root: Path, pf: str, num_vfs: int, driver: str = "vfio-pci", autoprobe_off: bool = True,
                 writer: SysfsWriter | None = None, threads: int = 8, netdevs: Iterable[str] = (),
                 fastiov_device: Path | str | None = None, register_ioctl: int | None = None,
-                records_file: Path | None = None) -> NicReport:
+                records_file: Path | None = None, register_disabled: str = "") -> NicReport:
     """Create `num_vfs` VFs on `pf` (timed) and bind each to `driver`; guards first, idempotent.
 
     Needs no Testbed: usable on a real host (root "/"), a fake tree, or inside a guest. Raises
@@ -466,7 +498,7 @@ def prepare_vfs(root: Path, pf: str, num_vfs: int, driver: str = "vfio-pci", aut
     report.vfs = list_vfs(root, pf)
     if len(report.vfs) != num_vfs:
         raise NicError(f"{pf}: asked for {num_vfs} VFs, sysfs shows {len(report.vfs)} virtfn links")
-    register_device_sets(root, report.vfs, fastiov_device, register_ioctl, report)
+    register_device_sets(root, report.vfs, fastiov_device, register_ioctl, report, register_disabled)
     if report.vfs:
         bind_vfs(root, report.vfs, driver, writer, threads, report)
     return report
@@ -523,16 +555,33 @@ def nic_steps(testbed: "Testbed", root: Path | None = None) -> list[Step]:
     for pf in s.pfs:
         acts = [Action("write", w.path, w.value, w.why)
                 for w in plan_pf_writes(root, pf, s.vfs_per_pf, s.vf_driver)]
-        dev = root / str(s.fastiov_device).lstrip("/")
         first_bind = sum(1 for a in acts if "/sriov_" in a.target)  # register after create, before bind
-        acts.insert(first_bind,
-                    Action("ioctl", str(dev), f"register {s.vfs_per_pf} VFs of {pf}",
-                           "one VFIO device set per VF (fastiov module), before binding"
-                           + ("" if dev.exists() else "; node absent now: will be skipped")
-                           + ("" if s.fastiov_register_ioctl is not None
-                              else "; fastiov_register_ioctl not set: will be skipped")))
+        acts[first_bind:first_bind] = register_actions(root, s, pf)
         steps.append(Step(f"vfs {pf}", acts))
     return steps
+
+
+def register_actions(root: Path, s: Any, pf: str) -> list[Action]:
+    """Plan rows of the per-VF registration of one PF: one ioctl per VF, or the reason it is skipped."""
+    dev = str(s.fastiov_register_device)
+    skip = registration_disabled(root, s)
+    if not skip and not (Path(root) / dev.lstrip("/")).exists():
+        skip = f"{dev} absent now"
+    req = s.fastiov_register_ioctl
+    why = "own VFIO device set per VF (patched host kernel), before binding, as multhd_bind_vfs.py"
+    if skip:
+        return [Action("ioctl", dev, f"skipped: {skip}", why)]
+    info = describe_pf(root, pf)
+    vfs = info.vfs if info.num_vfs == s.vfs_per_pf else predict_vf_addresses(info, s.vfs_per_pf)
+    out = []
+    for vf in vfs:
+        try:
+            _d, bus, devno, fn = parse_pci(vf)
+            value = f"{req:#x} (bus, device, function) = ({bus:#x}, {devno:#x}, {fn}) for {vf}"
+        except PciAddressError:  # offset/stride unknown: the address exists only after creation
+            value = f"{req:#x} (bus, device, function) of {vf}"
+        out.append(Action("ioctl", dev, value, why))
+    return out
 
 
 def nic_guard_problems(testbed: "Testbed", root: Path | None = None) -> list[str]:
@@ -572,7 +621,8 @@ def nic_apply(testbed: "Testbed", run_path: Path | None = None, root: Path | Non
     reports = []
     for pf in s.pfs:
         rep = prepare_vfs(root, pf, s.vfs_per_pf, s.vf_driver, True, writer, s.bind_threads,
-                          s.pf_netdevs, s.fastiov_device, s.fastiov_register_ioctl, records_file)
+                          s.pf_netdevs, s.fastiov_register_device, s.fastiov_register_ioctl, records_file,
+                          registration_disabled(root, s))
         if records_file and rep.skipped:
             append_records(records_file, [{"event": "skipped", "pf": pf, **sk} for sk in rep.skipped])
         reports.append(rep)

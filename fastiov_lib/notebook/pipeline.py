@@ -33,6 +33,16 @@ class NotebookFailed(Exception):
         super().__init__(f"notebook {notebook} failed in {where} ({first!r}): {ename}: {evalue}")
 
 
+class HostChecksFailed(ConfigError):
+    """02_host's readiness checks failed; the pipeline stops before the measurements (04 on)."""
+
+
+def _failing_checks(testbed: Testbed) -> list[str]:
+    from fastiov_lib.testbeds import backend_for
+
+    return [f"{c.name}: {c.seen}" for c in backend_for(testbed).checks() if c.status == "fail"]
+
+
 class UnknownParameter(ConfigError):
     """A parameter was passed that the notebook's `parameters` cell does not declare."""
 
@@ -127,17 +137,20 @@ class PipelineResult:
 def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | None = None,
               run_id: str | None = None, notebooks: Sequence[str] = NOTEBOOK_ORDER,
               results_root: Path | None = None, teardown: Callable[[Testbed], None] | None = None,
-              progress: bool = True, write_report: bool = True) -> PipelineResult:
+              progress: bool = True, write_report: bool = True, ignore_check_failures: bool = False,
+              extend_foreign: bool = False) -> PipelineResult:
     """Run the notebooks in order into results/<run-id>/; keep the partial run dir on failure.
 
     The testbed and profile are validated before anything is created, so a broken config leaves
-    no run directory behind.
+    no run directory behind. A FAIL among 02_host's checks stops the run before 04_bench unless
+    `ignore_check_failures`. SIGINT and SIGTERM (as KeyboardInterrupt) still tear the testbed down
+    and close run.json with the reason.
     """
     extra = dict(extra or {})
     testbed = load_testbed(testbed_path)
     prof = load_profile(profile)
     _check_extra_parameters(notebooks, extra)
-    run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root)
+    run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root, extend_foreign=extend_foreign)
     # the pipeline's run becomes the current run: 06_figures in JupyterLab shows it afterwards
     from fastiov_lib.notebook.session import write_current_run
 
@@ -150,6 +163,7 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
     }
     executed: list[Path] = []
     status: dict[str, Any] = {"notebooks": {}}
+    reason = "failed"
     try:
         bar = tqdm(list(notebooks), desc="notebooks", unit="nb", disable=not progress)
         for name in bar:
@@ -164,11 +178,25 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
                 raise
             status["notebooks"][path.stem] = "ok"
             executed.append(out)
+            later = list(notebooks)[list(notebooks).index(name) + 1:]
+            if path.stem == "02_host" and any(n.startswith(("04", "05")) for n in later):
+                failing = _failing_checks(testbed)
+                if failing and not ignore_check_failures:
+                    status["failure"] = {"notebook": "02_host", "error": "readiness checks failed: " + "; ".join(failing)}
+                    raise HostChecksFailed(f"02_host: {len(failing)} readiness check(s) failed ({'; '.join(failing)}); "
+                                           "the measurements were not started. Fix them, or pass "
+                                           "--ignore-check-failures to measure anyway")
+                status["ignored_check_failures"] = failing
+        reason = "completed"
+    except KeyboardInterrupt as exc:
+        reason = f"interrupted by {str(exc) or 'SIGINT'}"
+        status["interrupted"] = reason
+        raise
     finally:
         run.update_run_info(pipeline=status)
         if teardown is not None:
             teardown(testbed)
-        run.finish()
+        run.finish(reason)
     if write_report:
         # written again once run.json is complete (end time, every notebook), and even when
         # 06_figures was not among the notebooks run

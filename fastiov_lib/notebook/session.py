@@ -95,11 +95,12 @@ def run_matches(run: RunDir, testbed: Testbed, profile: Profile) -> str:
 
 
 def session_run(testbed: Testbed, profile: Profile, new_run: bool = False, run_id: str | None = None,
-                results_root: Path | None = None) -> tuple[RunDir, str]:
+                results_root: Path | None = None, extend_foreign: bool = False) -> tuple[RunDir, str]:
     """The run a notebook of this session writes into, and why that one (see the module docstring)."""
     root = Path(results_root) if results_root else testbed.resolve_results_dir()
     if run_id:
-        return create_run_dir(testbed, profile, run_id=run_id, results_root=root), f"given run id {run_id}"
+        run = create_run_dir(testbed, profile, run_id=run_id, results_root=root, extend_foreign=extend_foreign)
+        return run, f"given run id {run_id}"
     current = None if new_run else read_current_run(root)
     differs = run_matches(current, testbed, profile) if current is not None else ""
     if current is not None and not differs:

@@ -54,6 +54,7 @@ class Claim(BaseModel):
     unit: str = ""  # "%" shows fractions as percentages; "ms", "pods", "" as is
     published: float | None = None  # the value the source reports, shown beside the threshold
     testbed_kinds: list[Literal["local", "fastiov", "vsriov"]] = Field(min_length=1)
+    needs: list[str] = Field(default_factory=list)  # run files it needs (e.g. stages.csv); absent: not applicable
     note: str = ""
 
     @model_validator(mode="after")
@@ -99,6 +100,7 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
 
     Raises ConfigError naming the file and the claim on an invalid entry or a duplicate id.
     """
+    metrics()  # so that every metric a claim names can be looked up
     files = sorted(CLAIMS_DIR.glob("*.yaml")) if paths is None else [Path(p) for p in paths]
     out: list[Claim] = []
     seen: dict[str, Path] = {}
@@ -126,8 +128,10 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
 
 
 def metrics() -> dict[str, Metric]:
-    """Every metric by name: this module's and the virtual SR-IOV analysis's (its module registers them)."""
-    from fastiov_lib.analysis import vsriov  # noqa: F401  (imported here: it imports this module)
+    """Every metric by name: this module's, the virtual SR-IOV analysis's and the stage figures'
+    (those modules register theirs with @register_metric; imported here because they import this one)."""
+    from fastiov_lib.analysis import vsriov  # noqa: F401
+    from fastiov_lib.report import stage_figures  # noqa: F401
 
     return METRICS
 
@@ -395,6 +399,10 @@ def evaluate_claims(run_dir: str | Path, claims: list[Claim] | None = None) -> p
                "source": claim.source, "note": claim.note}
         if kind not in claim.testbed_kinds:
             rows.append({**row, "verdict": _needs(claim)})
+            continue
+        missing = [need for need in claim.needs if not (run_dir / need).exists()]
+        if missing:  # e.g. stages.csv: only the instrumented local testbed writes it
+            rows.append({**row, "verdict": f"needs {', '.join(missing)}"})
             continue
         fn = registry.get(claim.metric)
         if fn is None:

@@ -84,8 +84,14 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
 
 
 def optional_sections(run_dir: Path) -> list[tuple[str, list[Path]]]:
-    """Sections other modules add: the virtual SR-IOV analysis when the run has vsriov.jsonl."""
+    """Sections other modules add: the virtual SR-IOV analysis when the run has vsriov.jsonl, the
+    instrumented containerd's stage breakdown when stages.csv has its CNI_* records."""
     out: list[tuple[str, list[Path]]] = []
+    if (run_dir / "stages.csv").exists():
+        from fastiov_lib.report import stage_figures
+
+        if not stage_figures.pod_stages(run_dir).empty:
+            out.append(stage_figures.report_section(run_dir))
     if (run_dir / "vsriov.jsonl").exists():
         from fastiov_lib.analysis import vsriov  # imported here: it imports the claims module
 

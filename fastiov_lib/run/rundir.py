@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Iterable, Literal
 from pydantic import BaseModel, ConfigDict
 
 from fastiov_lib.testbeds import backend_for
-from fastiov_lib.config import REPO_ROOT, Profile, Testbed
+from fastiov_lib.config import REPO_ROOT, ConfigError, Profile, Testbed
 
 PODS_FILE = "pods.jsonl"
 RUN_FILE = "run.json"
@@ -58,32 +59,73 @@ class PodRecord(BaseModel):
     extra: dict[str, Any] = {}
 
 
-class JsonlWriter:
-    """Append-only JSONL file; each record is written and flushed (and fsynced) on its own.
+class RecordWriteError(OSError):
+    """Appending a record failed (disk full, I/O error, read-only); names the file and what it keeps."""
 
-    Thread-safe: concurrent appends from the benchmark's worker threads never interleave.
+
+class RunDirError(ConfigError, ValueError):
+    """A run directory cannot be used as asked (foreign run, broken run.json, bad run id)."""
+
+
+class JsonlWriter:
+    """Append-only JSONL file; each record is written whole and fsynced on its own.
+
+    Thread-safe: concurrent appends from the benchmark's worker threads never interleave. A failed
+    append (ENOSPC, EIO, a read-only file system) truncates the partial line away, so the file stays
+    valid JSONL up to the failure, and raises RecordWriteError; every later append raises it too,
+    so nothing is dropped silently.
     """
 
     def __init__(self, path: Path, fsync: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._lock = threading.Lock()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self.failed: RecordWriteError | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.records = 0  # kept in the file, from before and now
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):  # (a device such as /dev/full is never read)
+                with open(self.path, "rb") as fh:
+                    self.records = sum(1 for line in fh if line.strip())
+        except OSError as exc:
+            raise RecordWriteError(exc.errno, f"{self.path}: cannot open for appending records "
+                                              f"({exc.strerror})") from None
+        self._closed = False
 
     def append(self, record: BaseModel | dict[str, Any]) -> None:
+        """Write one record as one line, flushed and fsynced; RecordWriteError if it could not be kept."""
         data = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
-        line = json.dumps(data, separators=(",", ":"), default=str) + "\n"
+        line = (json.dumps(data, separators=(",", ":"), default=str) + "\n").encode()
         with self._lock:
-            self._fh.write(line)
-            self._fh.flush()
-            if self._fsync:
-                os.fsync(self._fh.fileno())
+            if self.failed is not None:
+                raise self.failed
+            if self._closed:
+                raise RecordWriteError(0, f"{self.path}: writer already closed")
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                if self._fsync:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                try:  # drop the partial line: the file stays valid JSONL up to the failure
+                    os.ftruncate(self._fd, start)
+                    os.fsync(self._fd)
+                except OSError:
+                    pass
+                self.failed = RecordWriteError(
+                    exc.errno, f"{self.path}: writing a record failed ({exc.strerror}); {self.records} records "
+                               "are kept in it up to the failure, the measurement stopped there")
+                raise self.failed from None
+            self.records += 1
 
     def close(self) -> None:
         with self._lock:
-            if not self._fh.closed:
-                self._fh.close()
+            if not self._closed:
+                self._closed = True
+                os.close(self._fd)
 
     def __enter__(self) -> "JsonlWriter":
         return self
@@ -173,9 +215,21 @@ class RunDir:
         return JsonlWriter(self.path / name)
 
     def read_run_info(self) -> dict[str, Any]:
+        """run.json as a dict ({} if absent); RunDirError if it is not a JSON object."""
         if not self.run_file.exists():
             return {}
-        return json.loads(self.run_file.read_text())
+        try:
+            info = json.loads(self.run_file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise RunDirError(f"{self.run_file}: not UTF-8 text, expected a JSON object") from None
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{self.run_file}: not JSON (line {exc.lineno}: {exc.msg}), expected a JSON "
+                              "object; fix or remove it") from None
+        except OSError as exc:
+            raise RunDirError(f"{self.run_file}: cannot be read ({exc.strerror})") from None
+        if not isinstance(info, dict):
+            raise RunDirError(f"{self.run_file}: expected a JSON object, got {type(info).__name__}")
+        return info
 
     def update_run_info(self, **fields: Any) -> None:
         """Merge fields into run.json atomically (write to a temp file, then rename)."""
@@ -185,23 +239,92 @@ class RunDir:
         tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
         os.replace(tmp, self.run_file)
 
-    def finish(self) -> None:
-        self.update_run_info(end_time=_now_iso())
+    def discard_if_unused(self) -> bool:
+        """Remove this run directory if it holds nothing but its fresh run.json and empty folders.
+
+        A command refused before it measured anything (bad value, testbed refused) leaves no run
+        directory behind; one holding any record, log or notebook is kept.
+        """
+        if not self.path.is_dir():
+            return False
+        for entry in self.path.rglob("*"):
+            if entry.is_dir() and not entry.is_symlink():
+                continue
+            if entry.name in (RUN_FILE, PODS_FILE) and entry.parent == self.path:
+                if entry.name == PODS_FILE and entry.stat().st_size:
+                    return False
+                if entry.name == RUN_FILE and self.read_run_info().get("end_time"):
+                    return False  # an earlier run finished here: not ours to remove
+                continue
+            return False
+        shutil.rmtree(self.path)
+        return True
+
+    def finish(self, reason: str = "completed") -> None:
+        """Close run.json: end time and why the run ended (completed, failed, SIGTERM, ...)."""
+        self.update_run_info(end_time=_now_iso(), end_reason=reason)
+
+
+# what must match for a run directory to be extended (pyperf refuses to merge other hosts' results)
+SAME_RUN_KEYS = {"testbed": ("testbed_name",), "testbed kind": ("testbed_kind",), "profile": ("profile_name",),
+                 "host": ("host", "hostname"), "CPU": ("host", "cpu_model")}
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id usable as one folder name; RunDirError otherwise."""
+    if not _RUN_ID_RE.fullmatch(run_id) or run_id in (".", ".."):
+        raise RunDirError(f"run id {run_id!r}: only letters, digits, '.', '_' and '-' are allowed "
+                          "(one folder name, starting with a letter or digit)")
+    return run_id
+
+
+def foreign_differences(info: dict[str, Any], testbed: Testbed, profile: Profile) -> list[str]:
+    """How an existing run.json differs from a run of `testbed` and `profile` on this host."""
+    mine = {"testbed_name": testbed.name, "testbed_kind": backend_for(testbed).kind,
+            "profile_name": profile.name, "host": host_facts()}
+    out = []
+    for label, keys in SAME_RUN_KEYS.items():
+        have: Any = info
+        want: Any = mine
+        for k in keys:
+            have = have.get(k) if isinstance(have, dict) else None
+            want = want.get(k) if isinstance(want, dict) else None
+        if have != want:
+            out.append(f"{label} {have!r} (this run: {want!r})")
+    return out
 
 
 def create_run_dir(testbed: Testbed, profile: Profile, run_id: str | None = None,
-                   results_root: Path | None = None) -> RunDir:
-    """Create results/<run-id>/ with run.json, or reopen it if it exists (to resume a run)."""
-    run_id = run_id or new_run_id(testbed.name, profile.name)
-    if not _RUN_ID_RE.match(run_id):
-        raise ValueError(f"run id {run_id!r}: only letters, digits, '.', '_' and '-' are allowed")
+                   results_root: Path | None = None, extend_foreign: bool = False) -> RunDir:
+    """Create results/<run-id>/ with run.json, or reopen it to resume the same run.
+
+    An existing run directory is extended only by the same testbed and profile on the same host;
+    `extend_foreign` allows it anyway (recorded in run.json under `extended_by`).
+    """
+    run_id = check_run_id(run_id or new_run_id(testbed.name, profile.name))
     root = results_root or testbed.resolve_results_dir()
     run = RunDir(Path(root) / run_id)
+    if run.path.exists() and not run.path.is_dir():
+        raise RunDirError(f"{run.path}: exists and is not a folder")
     existed = run.run_file.exists()
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.logs_dir.mkdir(exist_ok=True)
-    if not existed:
-        run.update_run_info(**collect_provenance(testbed, profile, run_id))
+    if existed:
+        diff = foreign_differences(run.read_run_info(), testbed, profile)
+        if diff and not extend_foreign:
+            raise RunDirError(f"{run.path}: belongs to another run ({'; '.join(diff)}); choose a new run "
+                              "directory, or pass --extend-foreign to add to it anyway")
+    elif run.path.is_dir() and any(run.path.iterdir()):
+        raise RunDirError(f"{run.path}: exists, is not empty and has no {RUN_FILE}; choose a new run directory")
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.logs_dir.mkdir(exist_ok=True)
+        if not existed:
+            run.update_run_info(**collect_provenance(testbed, profile, run_id))
+        elif diff:
+            extended = run.read_run_info().get("extended_by", [])
+            run.update_run_info(extended_by=[*extended, {"testbed_name": testbed.name, "profile_name": profile.name,
+                                                         "host": host_facts().get("hostname"), "at": _now_iso()}])
+    except OSError as exc:
+        raise RunDirError(f"{exc.filename or run.path}: cannot write the run directory ({exc.strerror})") from None
     return run
 
 

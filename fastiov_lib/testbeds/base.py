@@ -6,10 +6,11 @@ Tables a step returns for a notebook are pandas DataFrames keyed by name.
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Literal, Protocol, Sequence
 
 if TYPE_CHECKING:  # imported for annotations only: the back ends import these packages themselves
     import pandas as pd
@@ -126,6 +127,10 @@ class TestbedBackend(ABC):
     def cleanup(self) -> tuple[str, bool]:
         """Remove pod leftovers after a killed benchmark: (account, nothing is left)."""
         return f"testbed {self.name!r}: nothing to clean up", True
+
+    def exclusive(self, what: str) -> ContextManager[None]:
+        """Held while one process drives this testbed (up, bench, down); a second one waits or is refused."""
+        return contextlib.nullcontext()
 
     # ---- pods
     def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:

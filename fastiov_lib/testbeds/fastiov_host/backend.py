@@ -26,6 +26,11 @@ def _interface_address(ifname: str) -> str:
         raise FastiovHostError(f"interface {ifname!r} (fastiov.storage_interface) has no IPv4 address") from None
 
 
+def original_pod_name(tenant: int, index: int) -> str:
+    """The original's sandbox names: `sandbox-<tenant:03d>-<index:03d>`, both 1-based."""
+    return f"sandbox-{tenant:03d}-{index:03d}"
+
+
 class FastiovHostBackend(TestbedBackend):
     kind = "fastiov"
     description = "real SR-IOV host with Kata and the FastIOV stack"
@@ -71,14 +76,25 @@ class FastiovHostBackend(TestbedBackend):
         return nic_plan(self.testbed)
 
     def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:
+        from fastiov_lib.testbeds.fastiov_host.runtime_config import VARIANTS
+
         fs = self.testbed.fastiov
         handler = self.testbed.runtime_handler
+        net = lambda v: VARIANTS[v].network if v in VARIANTS else "sriov"  # noqa: E731
         return PodTarget(
             testbed_name=self.name, testbed_kind=self.kind, socket=fs.containerd_socket, cri_api=self.testbed.cri_api,
             rpc_timeout_s=fs.rpc_timeout_s, pod_log_root=Path(fs.build_dir).parent / "fastiov-pod-logs",
-            handler=lambda v: handler, network=lambda v: "sriov", host_network=lambda v: False,
+            handler=lambda v: handler, network=net,
+            host_network=lambda v: net(v) == "host",  # the original's no-network baseline: no CNI call at all
             reachable=lambda v: False, images={"workload": "fastiov.local/fiov-workload:1"},
+            pod_name=original_pod_name,
         )
+
+    def describe(self) -> dict:
+        """Kind and name, plus whether the kernel already has upstream's per-VF device sets (for the report)."""
+        from fastiov_lib.testbeds.fastiov_host.kernel_facts import vf_devset_fact
+
+        return {**super().describe(), "vf_devset": vf_devset_fact(Path(self.testbed.sys_root)).as_dict()}
 
     def round_hooks(self):
         from fastiov_lib.testbeds.fastiov_host.round_hooks import RealHostRoundHooks
@@ -92,7 +108,8 @@ class FastiovHostBackend(TestbedBackend):
             levels, repeats, variants = profile.ablation_concurrency, profile.repeats, profile.variants
         else:
             levels, repeats, variants = profile.app_concurrency, profile.app_repeats, ["fastiov"]
-        return SweepPlan([SweepSpec(experiment, tuple(variants), tuple(levels), repeats)])
+        return SweepPlan([SweepSpec(experiment, tuple(variants), tuple(levels), repeats,
+                                    tenants=self.testbed.fastiov.tenants)])
 
     def app_endpoint(self, network: str | None) -> AppEndpoint:
         fs = self.testbed.fastiov

@@ -231,6 +231,9 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
         want = {"hypervisor.qemu.machine_type": (q.get("machine_type"), "q35"),
                 "hypervisor.qemu.default_vcpus": (q.get("default_vcpus"), 1),
                 "hypervisor.qemu.default_memory": (q.get("default_memory"), s.guest_memory_mb)}
+        from fastiov_lib.testbeds.fastiov_host.runtime_config import kata_base_keys
+
+        want.update({".".join(k): (_get(data, *k), v) for k, v in kata_base_keys(s).items()})  # the original's keys
         wrong = [f"{k} = {got!r} (want {exp!r})" for k, (got, exp) in want.items() if got != exp]
         model = _get(data, "runtime", "internetworking_model")
         if model not in ("none", "tcfilter"):
@@ -264,6 +267,104 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
     return out
 
 
+# ------------------------------------------------------------------ what the original's components need
+
+def check_component_dirs(root: Path, s: FastiovHostSettings) -> Check:
+    """The directories the patched components hard-code (they exit or lose records without them)."""
+    from fastiov_lib.testbeds.fastiov_host.log_dirs import component_dirs
+
+    missing = [str(d) for d, _ in component_dirs(s) if not _p(root, d).is_dir()]
+    if not missing:
+        return Check("dirs.components", "pass", f"{len(component_dirs(s))} component directories present "
+                     f"({s.pod_test_dir}, the cnicmp log dirs, the QEMU timeline dir)")
+    return Check("dirs.components", "warn", f"missing: {', '.join(missing)}",
+                 "the benchmark's run set-up creates them (allow_host_changes), or mkdir -p them")
+
+
+def check_barrier_port(s: FastiovHostSettings) -> Check:
+    """The barrier server's port on the loopback must be free (the kata runtime hard-codes 5005)."""
+    from fastiov_lib.testbeds.fastiov_host.barrier_server import port_is_free
+
+    if port_is_free(s.barrier_port):
+        return Check("barrier.port", "pass", f"127.0.0.1:{s.barrier_port} free for the barrier server")
+    return Check("barrier.port", "fail", f"127.0.0.1:{s.barrier_port} is in use",
+                 "stop what listens there (the original's log_opt_server.py?); the benchmark starts its own")
+
+
+def _guest_kernel_configs(root: Path, s: FastiovHostSettings) -> list[Path]:
+    if s.guest_kernel_config is not None:
+        return [_p(root, s.guest_kernel_config)]
+    dirs = {_p(root, k).parent for k in (s.guest_kernel_fastiov, s.guest_kernel_vanilla)}
+    return sorted(p for d in dirs if d.is_dir() for p in d.glob("config-*"))
+
+
+def check_guest_vf_driver(root: Path, s: FastiovHostSettings) -> Check:
+    """The guest kernel must have the Intel VF driver built in, or the pod never gets eth0."""
+    fix = ("build the guest kernel with CONFIG_IAVF=y (component guest-kernel) or use the authors' "
+           "vmlinux-5.19.2-96-virtio-intelIce; kata's default fragments have no iavf")
+    configs = [c for c in _guest_kernel_configs(root, s) if c.is_file()]
+    for cfg in configs:
+        m = re.search(r"^CONFIG_IAVF=(\w)", _read(cfg) or "", re.M)
+        if m and m[1] == "y":
+            return Check("guest.vf-driver", "pass", f"{cfg.name}: CONFIG_IAVF=y")
+        if m and m[1] == "m":
+            return Check("guest.vf-driver", "fail", f"{cfg.name}: CONFIG_IAVF=m (a module; the kata guest loads none)", fix)
+    if configs:
+        return Check("guest.vf-driver", "fail", f"{configs[0].name}: no CONFIG_IAVF: the agent waits 10 s for eth0", fix)
+    for k in (s.guest_kernel_vanilla, s.guest_kernel_fastiov):  # an uncompressed vmlinux names its drivers
+        p = _p(root, k)
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(4)
+                data = fh.read() if head == b"\x7fELF" else b""
+        except OSError:
+            continue
+        if b"iavf_probe" in data or b"iavf_driver" in data:
+            return Check("guest.vf-driver", "pass", f"{k}: iavf symbols in the kernel image")
+        if data:
+            return Check("guest.vf-driver", "fail", f"{k}: no iavf in the kernel image", fix)
+    return Check("guest.vf-driver", "warn", "no guest kernel config (config-* beside the kernels, or "
+                 "fastiov.guest_kernel_config) and no uncompressed vmlinux: cannot tell", fix)
+
+
+def check_libcurl_headers(root: Path) -> Check:
+    """The patched QEMU's hw/vfio/cni_logger.c includes curl: its build needs libcurl's headers."""
+    found = [p for p in [_p(root, "usr/include/curl/curl.h"), *_p(root, "usr/include").glob("*/curl/curl.h")]
+             if p.is_file()]
+    if found:
+        return Check("build.libcurl", "pass", f"{found[0]} present (QEMU's timing logger links libcurl)")
+    return Check("build.libcurl", "fail", "curl/curl.h not found: the patched QEMU does not compile",
+                 "apt-get install libcurl4-openssl-dev")
+
+
+def check_go(root: Path) -> Check:
+    """Go for the containerd, kata runtime and fastiov-cni builds (Debian's 1.19 builds all three)."""
+    cands = sorted(_p(root, "usr/lib").glob("go-*/bin/go")) + [_p(root, "usr/local/go/bin/go")]
+    if Path(root) == Path("/") and shutil.which("go"):
+        cands.insert(0, Path(shutil.which("go")))
+    for go in cands:
+        if go.exists():
+            version = _version_of(go, ["version"]) or ""
+            m = re.search(r"go(\d+)\.(\d+)", version)
+            if m and (int(m[1]), int(m[2])) >= (1, 19):
+                return Check("build.go", "pass", f"{go}: {version}")
+            return Check("build.go", "fail", f"{go}: {version or 'does not run'} (need >= 1.19)",
+                         "apt-get install golang-1.19-go")
+    return Check("build.go", "fail", "no Go toolchain (go on PATH, /usr/lib/go-*/bin/go)", "apt-get install golang-1.19-go")
+
+
+def check_vf_devset_change(root: Path) -> Check:
+    """Whether the kernel already has upstream's per-VF device sets (the paper's first bottleneck gone)."""
+    from fastiov_lib.testbeds.fastiov_host.kernel_facts import vf_devset_fact, vf_devset_line
+
+    fact = vf_devset_fact(root)
+    if fact.carries_change is False:
+        return Check("kernel.vf-devset", "pass", vf_devset_line(fact))
+    return Check("kernel.vf-devset", "warn", vf_devset_line(fact),
+                 "measure vanilla SR-IOV on a kernel without the change (e.g. the paper's 6.4) to see the "
+                 "bottleneck, or report the comparison as against a fixed baseline")
+
+
 # ------------------------------------------------------------------ per testbed kind
 
 def fastiov_host_checks(testbed: Testbed, root: Path | None = None) -> list[Check]:
@@ -277,6 +378,8 @@ def fastiov_host_checks(testbed: Testbed, root: Path | None = None) -> list[Chec
     checks.append(check_fastiov_module(root, s))
     checks += check_runtimes(root, s)
     checks += check_configs(root, s)
+    checks += [check_component_dirs(root, s), check_barrier_port(s), check_guest_vf_driver(root, s),
+               check_libcurl_headers(root), check_go(root), check_vf_devset_change(root)]
     return checks
 
 

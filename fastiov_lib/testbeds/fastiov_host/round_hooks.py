@@ -1,44 +1,97 @@
-"""Round hooks for the benchmark runner on a real FastIOV host.
+"""Round hooks for the benchmark runner on a real FastIOV host: what the original's scripts do.
 
-`bench.run_startup_sweep(..., hooks=RealHostRoundHooks(testbed))` calls `before_round` and
-`after_round` around every round. Before a round: switch the kata variant if the round asks for
-another one, remove leftover `cni-*` network namespaces and host-local IPAM state, restart
-containerd (what the original's clean.sh does between rounds). After a round: move the
-instrumentation logs the patched components wrote (`cnicmp-<pid>.log`, one per process) into
-`<run>/logs/<round_id>/<component>_logs/`, copy new QEMU timeline logs, and save the kernel's vfio
-lines (`dmesg | grep vfio`). `plan()` shows all of it as data before anything runs.
+Before the first round (`start`, also called by the first `before_round`): create the directories
+the components hard-code (`log_dirs`), start the barrier server the patched kata runtime calls,
+restart containerd once (as the original, once per script), and note how far every component log
+already reaches. Before each round: switch the kata variant if the round asks for another one,
+remove leftover `cni-*` network namespaces and host-local IPAM state, restart containerd only if
+`containerd_restart_per_round`, `dmesg -C`. After each round: wait `log_settle_s`, copy what each
+component appended to its `cnicmp-*.log` files during the round into
+`<run>/logs/<round>/<component>_logs/` (slices, never moving a file a daemon still writes), the
+same for QEMU's timelines into `<run>/logs/<round>/qemu/` with the clock offset that turns their
+CLOCK_MONOTONIC stamps into wall time, and `dmesg | grep vfio`. `close` stops the barrier server
+(the engine calls it in its `finally`). `plan()` shows all of it as data before anything runs.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from fastiov_lib import sh
 from fastiov_lib.config import Testbed
 from fastiov_lib.hw.host_steps import require_host_changes
 
 IPAM_KEEP = {"lock"}
+RUN_SETUP_FILE = "run-setup.json"  # in <run>/logs/: what start() did, and the kernel's dev_set fact
+CLOCK_FILE = "clock.json"  # realtime - monotonic at collection, for QEMU's CLOCK_MONOTONIC stamps
 
 
 def _under(root: Path, path: Path | str) -> Path:
     return Path(root) / str(path).lstrip("/")
 
 
-def _files(d: Path, pattern: str) -> dict[str, int]:
-    try:
-        return {p.name: p.stat().st_size for p in d.glob(pattern) if p.is_file()}
-    except OSError:
-        return {}
+class LogSlicer:
+    """Copies what files matching a pattern gained since the last call (complete lines only).
+
+    Offsets are kept per inode, so a file renamed by log rotation is not copied twice and a file
+    the daemon still holds open is never moved away from under it.
+    """
+
+    def __init__(self, src: Path, pattern: str):
+        self.src, self.pattern = Path(src), pattern
+        self._offsets: dict[tuple[int, int], int] = {}
+
+    def _files(self) -> list[tuple[Path, os.stat_result]]:
+        if not self.src.is_dir():
+            return []
+        out = []
+        for p in sorted(self.src.glob(self.pattern)):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if p.is_file():
+                out.append((p, st))
+        return out
+
+    def mark(self) -> None:
+        """Take everything present now as already seen (it belongs to no round of this run)."""
+        for p, st in self._files():
+            self._offsets[(st.st_dev, st.st_ino)] = st.st_size
+
+    def copy_new(self, dest: Path) -> dict[str, int]:
+        """Append each file's new complete lines to dest/<name>; returns name -> bytes copied."""
+        copied = {}
+        for p, st in self._files():
+            key = (st.st_dev, st.st_ino)
+            start = self._offsets.get(key, 0)
+            if st.st_size < start:  # truncated: start over
+                start = 0
+            if st.st_size == start:
+                continue
+            with open(p, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(st.st_size - start)
+            data = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next round
+            if not data:
+                continue
+            dest.mkdir(parents=True, exist_ok=True)
+            with open(dest / p.name, "ab") as out:
+                out.write(data)
+            self._offsets[key] = start + len(data)
+            copied[p.name] = len(data)
+        return copied
 
 
 class RealHostRoundHooks:
-    """before_round / after_round for a fastiov testbed (see the module docstring)."""
+    """start / before_round / after_round / close for a fastiov testbed (see the module docstring)."""
 
     def __init__(self, testbed: Testbed, root: Path | None = None, netns_prefix: str = "cni-",
-                 dmesg_cmd: tuple[str, ...] = ("dmesg",), socket_timeout_s: float = 60.0):
+                 dmesg_cmd: tuple[str, ...] = ("dmesg",), dmesg_clear_cmd: tuple[str, ...] = ("dmesg", "-C"),
+                 socket_timeout_s: float = 60.0, barrier_host: str = "127.0.0.1"):
         if testbed.fastiov is None:
             raise ValueError(f"testbed {testbed.name!r} has no 'fastiov:' section")
         self.testbed = testbed
@@ -46,38 +99,109 @@ class RealHostRoundHooks:
         self.root = Path(root or testbed.sys_root)
         self.netns_prefix = netns_prefix
         self.dmesg_cmd = tuple(dmesg_cmd)
+        self.dmesg_clear_cmd = tuple(dmesg_clear_cmd)
         self.socket_timeout_s = socket_timeout_s
-        self._seen_qemu: dict[str, int] = {}
-        self._dmesg_lines = 0
+        self.barrier_host = barrier_host
+        self.barrier = None
+        self.started = False
         self.active_variant: str | None = None
+        self._dmesg_lines = 0
+        self._barrier_seen = 0
+        self._slicers = {comp: LogSlicer(_under(self.root, d), "cnicmp-*.log")
+                         for comp, d in sorted(self.s.instrumentation_log_dirs.items())}
+        self._qemu = LogSlicer(_under(self.root, self.s.qemu_log_dir), "*.log") if self.s.qemu_log_dir else None
 
     # -- the plan, as data
     def plan(self) -> list[dict[str, str]]:
-        """What happens around every round: rows (when, action, target, why)."""
-        rows = [
-            {"when": "before round", "action": "variant set <round variant>", "target": str(self.s.kata_config),
+        """What happens before the run, around every round and after the run: rows (when, action, target, why)."""
+        from fastiov_lib.testbeds.fastiov_host.log_dirs import component_dirs
+
+        s = self.s
+        restart = " ".join(s.containerd_restart)
+        rows = [{"when": "before run", "action": "mkdir -p", "target": str(d), "why": why}
+                for d, why in component_dirs(s)]
+        rows += [
+            {"when": "before run", "action": f"start barrier server (barrier {s.barrier_size}, "
+             f"stage limits {', '.join(f'{k}={v}' for k, v in s.stage_limits.items())})",
+             "target": f"{self.barrier_host}:{s.barrier_port}",
+             "why": "the patched kata runtime GETs /barrierVM before every sandbox and fails it otherwise"},
+        ]
+        if not s.containerd_restart_per_round:
+            rows.append({"when": "before run", "action": restart, "target": "containerd",
+                         "why": "a fresh containerd once per run, as the original's scripts"})
+        rows += [
+            {"when": "before round", "action": "variant set <round variant>", "target": str(s.kata_config),
              "why": "kata TOML keys of the round's variant (tomlkit, backup, read back)"},
             {"when": "before round", "action": f"ip netns delete {self.netns_prefix}*", "target": "network namespaces",
              "why": "leftover pod namespaces of the previous round"},
-            {"when": "before round", "action": "remove IP reservations", "target": str(self.s.cni_ipam_dir),
+            {"when": "before round", "action": "remove IP reservations", "target": str(s.cni_ipam_dir),
              "why": "host-local IPAM state would leak addresses between rounds"},
-            {"when": "before round", "action": " ".join(self.s.containerd_restart), "target": "containerd",
-             "why": "every round starts from a fresh containerd, as in the original"},
         ]
-        for comp, d in sorted(self.s.instrumentation_log_dirs.items()):
-            rows.append({"when": "after round", "action": "move cnicmp-*.log", "target": str(d),
+        if s.containerd_restart_per_round:
+            rows.append({"when": "before round", "action": restart, "target": "containerd",
+                         "why": "containerd_restart_per_round: every round starts from a fresh containerd"})
+        if s.dmesg_clear:
+            rows.append({"when": "before round", "action": " ".join(self.dmesg_clear_cmd), "target": "kernel log",
+                         "why": "the round's vfio lines alone in the ring buffer (as the original)"})
+        rows.append({"when": "after round", "action": f"sleep {s.log_settle_s:g} s", "target": "",
+                     "why": "let the components flush their records (containerd flushes after each pod set-up)"})
+        for comp, d in sorted(s.instrumentation_log_dirs.items()):
+            rows.append({"when": "after round", "action": "copy new lines of cnicmp-*.log", "target": str(d),
                          "why": f"{comp} timing records -> logs/<round>/{comp}_logs/"})
-        if self.s.qemu_log_dir:
-            rows.append({"when": "after round", "action": "copy new QEMU logs", "target": str(self.s.qemu_log_dir),
-                         "why": "QEMU timeline of each VM start -> logs/<round>/qemu/"})
+        if s.qemu_log_dir:
+            rows.append({"when": "after round", "action": "copy new lines of *.log + clock offset",
+                         "target": str(s.qemu_log_dir), "why": "QEMU timeline of each VM start -> logs/<round>/qemu/"})
         rows.append({"when": "after round", "action": f"{' '.join(self.dmesg_cmd)} | grep vfio", "target": "kernel log",
                      "why": "VFIO open/reset lines -> logs/<round>/dmesg-vfio.log"})
+        rows.append({"when": "after run", "action": "stop barrier server", "target": f"{self.barrier_host}:{s.barrier_port}",
+                     "why": "always, also when the run fails or is interrupted (the engine's finally)"})
         return rows
+
+    # -- run
+    def start(self, run: Any = None) -> dict[str, Any]:
+        """Log dirs, barrier server, one containerd restart, log offsets; idempotent per run."""
+        if self.started:
+            return {}
+        require_host_changes(self.testbed.allow_host_changes, "benchmark run set-up",
+                             str(self.testbed.source_path or ""))
+        from fastiov_lib.testbeds.fastiov_host.barrier_server import BarrierServer
+        from fastiov_lib.testbeds.fastiov_host.log_dirs import log_dir_step
+
+        done: dict[str, Any] = {"log_dirs": [r.as_dict() for r in log_dir_step(self.testbed, self.root).apply(
+            True, None, str(self.testbed.source_path or ""))]}
+        self.barrier = BarrierServer(self.barrier_host, self.s.barrier_port, self.s.barrier_size,
+                                     self.s.stage_limits).start()
+        self.started = True
+        done["barrier"] = self.barrier.url
+        from fastiov_lib.testbeds.fastiov_host.kernel_facts import vf_devset_fact
+
+        done["vf_devset"] = vf_devset_fact(self.root).as_dict()  # the report says what it means
+        try:
+            if not self.s.containerd_restart_per_round:
+                done["containerd_restart_s"] = self.restart_containerd()
+            for slicer in [*self._slicers.values(), *([self._qemu] if self._qemu else [])]:
+                slicer.mark()
+        except BaseException:
+            self.close()
+            raise
+        if run is not None:
+            _write_json(Path(run.logs_dir) / RUN_SETUP_FILE, done)
+        return done
+
+    def close(self) -> dict[str, Any]:
+        """Stop the barrier server (idempotent); returns its final counters."""
+        stats = {}
+        if self.barrier is not None:
+            self.barrier.stop()
+            stats = self.barrier.stats()
+        self.started = False
+        return stats
 
     # -- before
     def before_round(self, round_info: Any, run: Any) -> None:
         require_host_changes(self.testbed.allow_host_changes, "benchmark round clean-up",
                              str(self.testbed.source_path or ""))
+        self.start(run)
         variant = getattr(round_info, "variant", None)
         done: dict[str, Any] = {}
         from fastiov_lib.testbeds.fastiov_host import runtime_config
@@ -88,19 +212,25 @@ class RealHostRoundHooks:
             done["variant"] = {"name": variant, "changes": len(res.changes), "warnings": res.warnings}
         done["netns_removed"] = self.remove_leftover_netns()
         done["ipam_removed"] = self.clear_ipam_state()
-        done["containerd_restart_s"] = self.restart_containerd()
-        self._seen_qemu = _files(_under(self.root, self.s.qemu_log_dir), "*") if self.s.qemu_log_dir else {}
-        self._dmesg_lines = len(self._dmesg_vfio())
+        if self.s.containerd_restart_per_round:
+            done["containerd_restart_s"] = self.restart_containerd()
+        if self.s.dmesg_clear:
+            done["dmesg_cleared"] = self._run_ok(self.dmesg_clear_cmd)
+            self._dmesg_lines = 0 if done["dmesg_cleared"] else len(self._dmesg_vfio())
+        else:
+            self._dmesg_lines = len(self._dmesg_vfio())
+        self._barrier_seen = self.barrier.stats().get("barrier_arrived", 0) if self.barrier else 0
         extra = getattr(round_info, "extra", None)
         if isinstance(extra, dict):
             extra["before_round"] = done
 
     def remove_leftover_netns(self) -> list[str]:
         """Delete network namespaces named <prefix>* (ip netns delete); returns their names."""
-        res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+        res = sh.run(["ip", "netns", "list"], what="leftover namespaces", timeout=30, error=RuntimeError)
         names = [line.split()[0] for line in res.stdout.splitlines() if line.startswith(self.netns_prefix)]
         for name in names:
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
+            sh.run(["ip", "netns", "delete", name], what="leftover namespaces", timeout=30, check=False,
+                   error=RuntimeError)
         return names
 
     def clear_ipam_state(self) -> list[str]:
@@ -121,10 +251,8 @@ class RealHostRoundHooks:
     def restart_containerd(self) -> float:
         """Run the testbed's restart command and wait for the socket; returns seconds taken."""
         t0 = time.monotonic()
-        res = subprocess.run(list(self.s.containerd_restart), capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(self.s.containerd_restart)} failed ({res.returncode}): "
-                               f"{(res.stderr or res.stdout).strip()[-300:]}")
+        sh.run(list(self.s.containerd_restart), what="containerd restart (fastiov.containerd_restart)",
+               timeout=120, error=RuntimeError)
         sock = _under(self.root, self.s.containerd_socket)
         if sock.parent.is_dir():
             while not sock.exists():
@@ -137,52 +265,56 @@ class RealHostRoundHooks:
     def after_round(self, round_info: Any, run: Any) -> None:
         round_id = getattr(round_info, "round_id", None) or f"round-{getattr(round_info, 'index', 0)}"
         dest = Path(run.logs_dir) / round_id
+        if self.s.log_settle_s:
+            time.sleep(self.s.log_settle_s)
         summary: dict[str, Any] = {"instrumentation": self.collect_instrumentation(dest)}
         summary["qemu"] = self.collect_qemu_logs(dest / "qemu")
         lines = self._dmesg_vfio()[self._dmesg_lines:]
         dest.mkdir(parents=True, exist_ok=True)
         (dest / "dmesg-vfio.log").write_text("".join(line + "\n" for line in lines))
         summary["dmesg_vfio_lines"] = len(lines)
-        with open(dest / "collected.json", "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+        if self.barrier is not None:
+            summary["barrier_calls"] = self.barrier.stats().get("barrier_arrived", 0) - self._barrier_seen
+        _write_json(dest / "collected.json", summary)
         extra = getattr(round_info, "extra", None)
         if isinstance(extra, dict):
             extra["after_round"] = summary
 
     def collect_instrumentation(self, dest: Path) -> dict[str, int]:
-        """Move each component's cnicmp-<pid>.log files into dest/<component>_logs/; counts per component."""
-        counts = {}
-        for comp, d in sorted(self.s.instrumentation_log_dirs.items()):
-            src = _under(self.root, d)
-            files = sorted(src.glob("cnicmp-*.log")) if src.is_dir() else []
-            if files:
-                (dest / f"{comp}_logs").mkdir(parents=True, exist_ok=True)
-            for f in files:
-                shutil.move(str(f), dest / f"{comp}_logs" / f.name)
-            counts[comp] = len(files)
-        return counts
+        """Each component's new cnicmp-*.log lines into dest/<component>_logs/; files per component."""
+        return {comp: len(slicer.copy_new(dest / f"{comp}_logs")) for comp, slicer in self._slicers.items()}
 
     def collect_qemu_logs(self, dest: Path) -> int:
-        if not self.s.qemu_log_dir:
+        """New QEMU timeline lines into dest/, with clock.json (realtime - monotonic, ns); files copied."""
+        if self._qemu is None:
             return 0
-        src = _under(self.root, self.s.qemu_log_dir)
-        now = _files(src, "*")
-        new = [n for n, size in now.items() if self._seen_qemu.get(n) != size]
-        if new:
-            dest.mkdir(parents=True, exist_ok=True)
-        for name in new:
-            shutil.copy2(src / name, dest / name)
-        self._seen_qemu = now
-        return len(new)
+        copied = self._qemu.copy_new(dest)
+        if copied:
+            _write_json(dest / CLOCK_FILE, {"realtime_minus_monotonic_ns": time.time_ns() - time.monotonic_ns(),
+                                            "source": str(self.s.qemu_log_dir)})
+        return len(copied)
+
+    def _run_ok(self, cmd: tuple[str, ...]) -> bool:
+        try:
+            return sh.run(list(cmd), timeout=30, check=False).returncode == 0
+        except sh.CommandError:
+            return False
 
     def _dmesg_vfio(self) -> list[str]:
-        try:
-            res = subprocess.run(list(self.dmesg_cmd), capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
+        try:  # no kernel log is no vfio lines, not a failed round
+            res = sh.run(list(self.dmesg_cmd), timeout=30, check=False)
+        except sh.CommandError:
             return []
         return [line for line in res.stdout.splitlines() if "vfio" in line]
 
 
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
 def real_host_plan(testbed: Testbed) -> list[dict[str, str]]:
-    """The per-round actions on a real host, as rows (for notebooks on any testbed)."""
+    """The actions before the run, around every round and after it on a real host, as rows."""
     return RealHostRoundHooks(testbed).plan()

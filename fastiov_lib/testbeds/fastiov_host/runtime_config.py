@@ -49,7 +49,8 @@ class Variant:
     qemu: Flavour
     guest_kernel: Flavour
     image: Flavour  # fastiov = async VF driver init, vanilla = synchronous (e810-sync)
-    network: Literal["sriov", "none", "ipvtap"] = "sriov"
+    network: Literal["sriov", "host", "ipvtap"] = "sriov"  # host: the pod shares the host netns, no CNI call
+    memory_mb: int | None = None  # guest memory of this variant; None = the testbed's guest_memory_mb
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
@@ -65,10 +66,14 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "vanilla", "vanilla", "fastiov", "vanilla"),
     Variant("only-async-driver", "only asynchronous VF driver initialisation in the guest (async image)",
             "vanilla", "vanilla", "vanilla", "fastiov"),
-    Variant("no-network", "baseline without a pod network (loopback only), vanilla components",
-            "vanilla", "vanilla", "vanilla", "vanilla", "none"),
+    Variant("no-network", "baseline without a pod network: host-network pods, no CNI call (as the original)",
+            "vanilla", "vanilla", "vanilla", "vanilla", "host"),
     Variant("ipvtap", "baseline with tap-based networking (ipvlan + tcfilter), vanilla components",
             "vanilla", "vanilla", "vanilla", "vanilla", "ipvtap"),
+    Variant("vanilla-2g", "vanilla SR-IOV with 2 GB guests (the paper's memory experiment)",
+            "vanilla", "vanilla", "vanilla", "vanilla", memory_mb=2048),
+    Variant("fastiov-2g", "FastIOV with 2 GB guests (the paper's memory experiment)",
+            "fastiov", "fastiov", "fastiov", "fastiov", memory_mb=2048),
 ]}
 
 
@@ -85,20 +90,47 @@ def variant_table() -> list[dict[str, str]]:
 
 
 def kata_keys(variant: Variant, s: FastiovHostSettings) -> dict[KataKey, Any]:
-    """The kata config keys (and values) that make up a variant; nothing else is touched."""
+    """The kata config keys (and values) a variant switches, as the original's variant files do."""
     pick = lambda flavour, fast, van: str(fast if flavour == "fastiov" else van)  # noqa: E731
     keys: dict[KataKey, Any] = {
         ("hypervisor", "qemu", "path"): pick(variant.qemu, s.qemu_fastiov, s.qemu_vanilla),
         ("hypervisor", "qemu", "kernel"): pick(variant.guest_kernel, s.guest_kernel_fastiov, s.guest_kernel_vanilla),
         ("hypervisor", "qemu", "image"): pick(variant.image, s.image_async, s.image_sync),
-        ("hypervisor", "qemu", "machine_type"): "q35",
-        ("hypervisor", "qemu", "default_vcpus"): 1,
-        ("hypervisor", "qemu", "default_memory"): s.guest_memory_mb,
-        ("hypervisor", "qemu", "enable_hugepages"): True,
+        ("hypervisor", "qemu", "default_memory"): variant.memory_mb or s.guest_memory_mb,
+        # FastIOV's QEMU registers guest memory with the module only when it preallocates, i.e.
+        # with hugepages; the original's base file has them off, its fastiov file on
+        ("hypervisor", "qemu", "enable_hugepages"): variant.qemu == "fastiov",
         ("runtime", "internetworking_model"): "tcfilter" if variant.network == "ipvtap" else "none",
         ("runtime", "disable_new_netns"): variant.network != "ipvtap",
     }
     return keys
+
+
+def kata_base_keys(s: FastiovHostSettings) -> dict[KataKey, Any]:
+    """Keys the original's kata configs set in every variant (kata-static's default lacks most of them)."""
+    q = ("hypervisor", "qemu")
+    virtiofsd = str(s.kata_prefix / "libexec/virtiofsd")
+    return {
+        q + ("machine_type",): "q35",
+        q + ("default_vcpus",): 1,
+        # kata refuses a `path` not listed here: both QEMUs the variants switch between
+        q + ("valid_hypervisor_paths",): sorted({str(s.qemu_fastiov), str(s.qemu_vanilla)}),
+        q + ("shared_fs",): "virtio-fs",
+        q + ("virtio_fs_daemon",): virtiofsd,
+        q + ("valid_virtio_fs_daemon_paths",): [virtiofsd],
+        q + ("cpu_features",): "pmu=off",
+        q + ("hotplug_vfio_on_root_bus",): True,  # the VF goes onto the root bus ...
+        q + ("pcie_root_port",): 2,  # ... with root ports for cold-plugged devices
+        ("agent", "kata", "debug_console_enabled"): True,
+        ("runtime", "vfio_mode"): "guest-kernel",  # the guest's own VF driver (iavf) takes the VF
+        ("runtime", "sandbox_cgroup_only"): False,
+        ("runtime", "disable_guest_seccomp"): True,
+    }
+
+
+def all_kata_keys(variant: Variant, s: FastiovHostSettings) -> dict[KataKey, Any]:
+    """Base keys and the variant's keys: what a deployed kata config holds."""
+    return {**kata_base_keys(s), **kata_keys(variant, s)}
 
 
 def _dotted(key: KataKey) -> str:
@@ -178,11 +210,10 @@ def render_containerd_config(s: FastiovHostSettings) -> str:
 
 
 def render_kata_base(s: FastiovHostSettings, variant: str = "fastiov") -> str:
-    keys = kata_keys(get_variant(variant), s)
-    text = Template(template_text("kata-configuration-qemu.toml.tmpl")).substitute(
-        qemu_path=keys[("hypervisor", "qemu", "path")], guest_kernel=keys[("hypervisor", "qemu", "kernel")],
-        guest_image=keys[("hypervisor", "qemu", "image")], guest_memory_mb=s.guest_memory_mb)
+    """Our own commented kata config with the original's base keys and the variant's keys."""
+    text = template_text("kata-configuration-qemu.toml.tmpl")
     tomllib.loads(text)
+    text, _ = edit_toml_text(text, all_kata_keys(get_variant(variant), s))
     return text
 
 
@@ -190,6 +221,8 @@ def render_conflist(s: FastiovHostSettings, network: str = "sriov") -> str:
     if network == "sriov":
         text = Template(template_text("10-fastiov-cni.conflist.tmpl")).substitute(
             max_tx_rate=MAX_TX_RATE, subnet=CNI_SUBNET)
+    elif network == "host":  # host-network pods make no CNI call; the SR-IOV conflist stays in place
+        return render_conflist(s, "sriov")
     elif network == "none":
         text = template_text("10-no-network.conflist.tmpl")
     else:
@@ -218,8 +251,8 @@ def rendered_configs(testbed: Testbed | None, root: Path, variant: str = "fastio
     """Target path (below root) -> text of every config this artifact deploys."""
     s = _settings(testbed)
     base = kata_static_default(s, root)
-    if base.is_file():
-        kata_text, _ = edit_toml_text(base.read_text(), kata_keys(get_variant(variant), s), str(base))
+    if base.is_file():  # kata-static's own file, with the original's base keys and the variant's
+        kata_text, _ = edit_toml_text(base.read_text(), all_kata_keys(get_variant(variant), s), str(base))
     else:
         kata_text = render_kata_base(s, variant)
     return {

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ContextManager, Sequence
 
 import pandas as pd
 
@@ -10,6 +10,7 @@ from fastiov_lib.config import Profile
 from fastiov_lib.run.rundir import RunDir
 from fastiov_lib.testbeds.base import AppEndpoint, PodTarget, SweepPlan, SweepSpec, Tables, TestbedBackend
 from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.local import instrumented
 from fastiov_lib.testbeds.local import testbed as local_testbed
 
 
@@ -47,7 +48,18 @@ class LocalBackend(TestbedBackend):
             Check("kernel.release", "pass", f"{seen} (runc pods need no particular kernel)")]
 
     def build(self, run: RunDir) -> Tables:
-        return {"done": _frame(local_testbed.build_images(self.testbed))}
+        rows: list[Any] = []
+        if instrumented.is_instrumented(self.testbed):
+            # the paper's containerd from its pinned source, through the real host's Builder (stamped)
+            rows += [{"what": f"containerd 1.3 {r['step']}", "status": r["status"]}
+                     for r in instrumented.build(self.testbed, run.path)]
+        run.update_run_info(containerd=instrumented.provenance(self.testbed))
+        images = [{"what": f"image {i.ref}", "status": "imported" if i.imported else "present",
+                   "digest": i.manifest_digest} for i in local_testbed.build_images(self.testbed)]
+        return {"done": _frame(rows + images)}
+
+    def round_hooks(self) -> "InstrumentedRoundHooks | None":
+        return InstrumentedRoundHooks(self.testbed) if instrumented.is_instrumented(self.testbed) else None
 
     def prepare_nic(self, run: RunDir, profile: Profile) -> Tables:
         return {"result": _frame(local_testbed.create_hostdev_pool(self.testbed)),
@@ -63,6 +75,11 @@ class LocalBackend(TestbedBackend):
         for image in handle.images:
             lines.append(f"  image {image.ref}  {image.manifest_digest[:19]}  imported={image.imported}")
         return "\n".join(lines)
+
+    def exclusive(self, what: str) -> ContextManager[None]:
+        from fastiov_lib.testbeds.local import testbed_lock
+
+        return testbed_lock.hold(local_testbed.paths_for(self.testbed).work_dir, what)
 
     def down(self) -> tuple[str, bool]:
         report = local_testbed.down(self.testbed)
@@ -162,3 +179,24 @@ class LocalBackend(TestbedBackend):
         local_testbed.ensure_up(self.testbed)
         return AppEndpoint(str(gateway), self.testbed.local.storage_port,
                            local_testbed.paths_for(self.testbed).storage_dir, network)
+
+
+class InstrumentedRoundHooks:
+    """Around each round of the instrumented containerd: activate the round's CNI mode (1.3 has one
+    conf_dir); afterwards copy its new timing records into the run and rebuild stages.csv."""
+
+    def __init__(self, testbed):
+        self.testbed = testbed
+
+    def before_round(self, round_info: Any, run: RunDir) -> None:
+        mode = round_info.variant
+        conf = local_testbed.conflist_for(self.testbed, mode) if mode != "none" else None
+        instrumented.activate_mode(self.testbed, conf, mode, local_testbed.paths_for(self.testbed).socket)
+        if "containerd" not in run.read_run_info():
+            run.update_run_info(containerd=instrumented.provenance(self.testbed))
+
+    def after_round(self, round_info: Any, run: RunDir) -> None:
+        from fastiov_lib.analysis.instrumentation import build_stages_csv
+
+        if instrumented.collect_records(self.testbed, run.logs_dir, round_info.round_id) is not None:
+            build_stages_csv(run.path)

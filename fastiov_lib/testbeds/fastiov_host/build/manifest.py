@@ -52,6 +52,24 @@ class GitSource(_Strict):
     ref: str  # tag or branch
     commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # None: pinned on first use
     subdir: str | None = None  # the component lives in this folder of the repository
+    tree: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # git tree id of that commit
+
+
+class OfflineCopy(_Strict):
+    """A pre-fetched archive of an entry for `--sources DIR`, pinned here (the folder is not trusted)."""
+
+    file: str  # file name inside the sources folder
+    top: str  # its single top-level folder
+    sha256: str | None = Field(default=None, pattern=_SHA_PATTERN)  # of the archive file
+    tree: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # git tree id of the top folder
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # the commit that tree belongs to
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _pinned(self) -> "OfflineCopy":
+        if not (self.sha256 or self.tree):
+            raise ValueError("an offline copy needs 'sha256' (of the archive) or 'tree' (git tree id)")
+        return self
 
 
 class BinaryEntry(_Strict):
@@ -67,6 +85,7 @@ class BinaryEntry(_Strict):
     sha256: str | None = Field(default=None, pattern=_SHA_PATTERN)
     size: int | None = Field(default=None, gt=0)
     filename: str | None = None  # name in the cache (default: last URL path segment)
+    offline: list[OfflineCopy] = Field(default_factory=list)  # copies usable with --sources DIR
 
     @model_validator(mode="after")
     def _one_origin(self) -> "BinaryEntry":
@@ -109,25 +128,39 @@ class PatchEntry(_Strict):
     component: str
     upstream: str  # the source it applies to, e.g. "containerd/containerd"
     pin: str  # the tag/branch/commit of that source
-    url: str  # the patch at the upstream artifact's commit (or file:// for our own)
+    url: str | None = None  # the patch at the upstream artifact's commit
+    file: str | None = None  # or: the artifact's own patch, a file in patches/ (never FastIOV's)
+    only_for: list[Literal["fastiov", "local"]] = Field(default_factory=lambda: ["fastiov", "local"])
     sha256: str | None = Field(default=None, pattern=_SHA_PATTERN)
     size: int | None = Field(default=None, gt=0)
     strip: int = Field(1, ge=0, le=5)
     directory: str = "."  # where in the source tree `patch` runs
     note: str = ""
 
+    @model_validator(mode="after")
+    def _one_origin(self) -> "PatchEntry":
+        if (self.url is None) == (self.file is None):
+            raise ValueError("exactly one of 'url' (upstream patch) or 'file' (our own, in patches/) is required")
+        return self
+
     def cache_name(self) -> str:
         return self.name
+
+    def own_path(self) -> Path | None:
+        """The artifact's own patch file in patches/ (None for an upstream patch)."""
+        return PATCH_SERIES.parent / self.file if self.file else None
 
 
 class PatchSeries(_Strict):
     version: Literal[1]
     artifact_repo: str
     artifact_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    artifact_source: str | None = None  # binaries_manifest entry whose archive holds patches/<name>
     patches: list[PatchEntry] = Field(min_length=1)
 
-    def for_component(self, component: str) -> list[PatchEntry]:
-        return [p for p in self.patches if p.component == component]
+    def for_component(self, component: str, scope: str = "fastiov") -> list[PatchEntry]:
+        """The patches of a component for one testbed scope ('fastiov' real host, 'local' testbed)."""
+        return [p for p in self.patches if p.component == component and scope in p.only_for]
 
     def get(self, name: str) -> PatchEntry:
         for p in self.patches:
@@ -318,6 +351,8 @@ def fetch_entry(entry: BinaryEntry | PatchEntry, cache_dir: Path, offline: bool 
                 **kwargs: Any) -> FetchResult:
     """Fetch a manifest or series entry (URL entries only; git sources are cloned by build)."""
     url = entry.url
+    if isinstance(entry, PatchEntry) and entry.file:
+        url = entry.own_path().as_uri()
     if not url:
         origin = getattr(entry, "provided_by", None) or "a git source (cloned by the build)"
         raise ManifestError(f"{entry.name}: no URL to fetch; it comes from {origin}")

@@ -14,6 +14,8 @@ echo 4 >/proc/sys/kernel/printk
 
 device=nvme; pfid=1b36:0010; drvmod=nvme; share=0; nic=0; nicvfs=2; bench=0; counts=1; sizes=64
 parallel=1; dmareps=1; innerreps=1; innermem=""; innerqemu=""; py=""; repo=""
+devsets=""; devvfs=4; reps=1; vmcfgs=""; vmcounts=""; vmmem=128; bios=""; marker=FASTIOV-VM-UP
+q62stock=""; q62fastiov=""; q62mem=256
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vs.*=*)
@@ -24,6 +26,73 @@ for arg in $(cat /proc/cmdline); do
 done
 
 uptime() { cut -d' ' -f1 /proc/uptime; }
+# --- the guest kernel's own account of VFIO calls (tracefs): kprobes on the group ioctl (the device
+# open is VFIO_GROUP_GET_DEVICE_FD, where vfio-pci takes the device set's mutex) and on the type1
+# IOMMU ioctl (VFIO_IOMMU_MAP_DMA), plus lock contention; CLOCK_MONOTONIC timestamps. Printed as
+# `KTRACE <line>` between `VSRIOV trace begin=<label>` and `VSRIOV trace end=<label>`.
+T=/sys/kernel/tracing
+ktrace_on() {  # ktrace_on COMM_GLOB
+    [ -e $T/trace ] || mount -t tracefs nodev $T 2>/dev/null || return 1
+    echo 0 >$T/tracing_on
+    echo mono >$T/trace_clock
+    if [ ! -e $T/events/kprobes/vfio_grp ]; then
+        echo 'p:vfio_grp vfio_group_fops_unl_ioctl cmd=%si:x32' >>$T/kprobe_events &&
+        echo 'r:vfio_grp_ret vfio_group_fops_unl_ioctl ret=$retval:s64' >>$T/kprobe_events &&
+        echo 'p:vfio_iommu vfio_iommu_type1_ioctl cmd=%si:x32' >>$T/kprobe_events &&
+        echo 'r:vfio_iommu_ret vfio_iommu_type1_ioctl ret=$retval:s64' >>$T/kprobe_events || return 1
+    fi
+    echo "comm ~ \"$1\"" >$T/events/kprobes/filter
+    echo "comm ~ \"$1\"" >$T/events/lock/contention_begin/filter 2>/dev/null
+    echo "comm ~ \"$1\"" >$T/events/lock/contention_end/filter 2>/dev/null
+    echo 1 >$T/events/kprobes/enable
+    echo 1 >$T/events/lock/contention_begin/enable 2>/dev/null
+    echo 1 >$T/events/lock/contention_end/enable 2>/dev/null
+    echo 8192 >$T/buffer_size_kb
+    echo >$T/trace
+    echo 1 >$T/tracing_on
+}
+ktrace_dump() {  # ktrace_dump LABEL
+    [ -e $T/trace ] || return 0
+    echo 0 >$T/tracing_on
+    echo "VSRIOV trace begin=$1"
+    grep -v '^#' $T/trace | sed 's/^/KTRACE /'
+    echo "VSRIOV trace end=$1"
+    echo 0 >$T/events/kprobes/enable
+    echo 0 >$T/events/lock/contention_begin/enable 2>/dev/null
+    echo 0 >$T/events/lock/contention_end/enable 2>/dev/null
+}
+
+# --- which vfio-pci-core is loaded: "stock" (this kernel: every VF its own device set) or "shared"
+# (built from this kernel's source with the per-VF set reverted: VFs share their bus's set)
+cur_devset=stock
+devset_use() {
+    [ "$cur_devset" = "$1" ] && return 0
+    rmmod vfio_pci vfio_pci_core 2>/dev/null
+    if [ "$1" = shared ]; then insmod /lib/vfio-shared-devset/vfio-pci-core.ko || return 1; fi
+    modprobe vfio-pci || return 1
+    cur_devset=$1
+    echo "RESULT devset_module variant=$1 srcversion=$(cat /sys/module/vfio_pci_core/srcversion 2>/dev/null) tainted=$(cat /proc/sys/kernel/tainted)"
+}
+devset_info() {  # devset_info VARIANT BDF...: each VF's device set by vfio-pci's rule, and what it is based on
+    variant=$1; shift
+    for b in "$@"; do
+        d=/sys/bus/pci/devices/$b
+        parent=$(basename "$(dirname "$(readlink -f $d)")")
+        root=0; case $parent in pci*) root=1 ;; esac
+        virtfn=0; [ -e $d/physfn ] && virtfn=1
+        slot=$(basename "$(readlink $d/slot 2>/dev/null)" 2>/dev/null)
+        if [ $root = 1 ] || { [ "$variant" = stock ] && [ $virtfn = 1 ]; }; then set="device:$b"
+        elif [ -n "$slot" ]; then set="slot:$slot"
+        else set="bus:${b%:*}"; fi
+        echo "RESULT devset_vf variant=$variant bdf=$b group=$(basename "$(readlink $d/iommu_group)") virtfn=$virtfn" \
+            "physfn=$(basename "$(readlink $d/physfn 2>/dev/null)" 2>/dev/null) parent=$parent root_bus=$root" \
+            "slot=${slot:-none} reset_method=$(cat $d/reset_method 2>/dev/null | tr ' ' +) driver=$(basename "$(readlink $d/driver)")" \
+            "expected_set=$set"
+    done
+}
+tag() { sed "s/^\(RESULT [a-z_]*\)/\1 $*/"; }  # tag k=v...: add fields to the RESULT lines passing through
+first_n() { echo $2 | tr ' ' '\n' | head -$1 | tr '\n' ',' | sed 's/,$//'; }
+
 echo "VSRIOV booted uptime=$(uptime)"
 thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)
 echo "RESULT guest kernel=$(uname -r) device=$device uptime_s=$(uptime)" \
@@ -73,7 +142,7 @@ if [ "$share" = 1 ]; then
     if step modules_9p modprobe -a virtio_pci 9pnet_virtio 9p && \
        step mount_host mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host && \
        step bind_guest_fs sh -c 'mount -t proc proc /host/proc && mount --bind /sys /host/sys &&
-                                 mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm && mount -o rbind /dev /host/dev'; then
+                                 mkdir -p /dev/shm && mount -t tmpfs -o size=75% tmpfs /dev/shm && mount -o rbind /dev /host/dev'; then
         hosted=1
     fi
 fi
@@ -139,6 +208,107 @@ if [ "$bench" = 1 ] && [ -n "$innermem" ] && [ $hosted = 1 ]; then
         done; done
     fi
     vfbench numvfs "$PF" 0
+fi
+# 4. The device-set lock, both behaviours: the same VFs opened one after another and all at once,
+#    with this kernel's vfio-pci-core (per-VF sets) and with the reverted one (a shared bus set).
+if [ "$bench" = 1 ] && [ -n "$devsets" ]; then
+    echo "VSRIOV phase=devset"
+    for variant in $devsets; do
+        devset_use $variant || { echo "RESULT step name=devset_$variant rc=1"; continue; }
+        vfbench numvfs "$PF" "$devvfs" | tag variant=$variant || continue
+        vfs=$(vfs_of "$PF")
+        for vf in $vfs; do vfbench bind "$vf" >/dev/null; done
+        devset_info $variant $vfs
+        for mode in seq par; do
+            ktrace_on vfbench
+            vfbench opens $mode "$reps" $vfs | tag variant=$variant
+            ktrace_dump "devset-$variant-$mode"
+        done
+        vfbench numvfs "$PF" 0 >/dev/null
+    done
+    devset_use stock
+fi
+
+# 5. N VMs started at once, each with its own VF (a QEMU inside this guest per VM, as Kata starts
+#    one per pod): "vanilla" = shared device set + untouched guest memory, "fastiov" = per-VF sets +
+#    pre-faulted memory. Each VM runs firmware that prints $marker and halts.
+inner_vm() {  # inner_vm QEMU MEMORY-ARGS...: the command line of one inner VM ({VF} is filled by vmstart)
+    q=$1; shift
+    echo "chroot /host $q -L ${q%/*}/pc-bios -machine q35,accel=tcg -cpu qemu64 -smp 1 $* -nodefaults -display none" \
+         "-monitor none -serial stdio -bios $bios -device vfio-pci,host={VF}"
+}
+if [ "$bench" = 1 ] && [ -n "$vmcfgs" ] && [ $hosted = 1 ]; then
+    echo "VSRIOV phase=vmstart"
+    maxn=0; for n in $vmcounts; do [ $n -gt $maxn ] && maxn=$n; done
+    warm=0
+    for cfg in $vmcfgs; do
+        # pre-faulted: each VM's RAM is a file on this guest's tmpfs, written (faulted in, zeroed)
+        # before the timed start, as FastIOV takes zeroing off the start path; vanilla: anonymous
+        # memory that the DMA map itself has to fault in and zero
+        case $cfg in
+            vanilla) variant=shared; memargs="-m ${vmmem}M" ;;
+            *) variant=stock; memargs="-m ${vmmem}M -object memory-backend-file,id=ram0,size=${vmmem}M,share=on,mem-path=/dev/shm/vm-{VF} -machine memory-backend=ram0" ;;
+        esac
+        devset_use $variant || { echo "RESULT step name=vmstart_$cfg rc=1"; continue; }
+        vfbench numvfs "$PF" $maxn >/dev/null || continue
+        vfs=$(vfs_of "$PF")
+        for vf in $vfs; do vfbench bind "$vf" >/dev/null; done
+        if [ $warm = 0 ]; then  # one unrecorded start reads QEMU and its libraries over 9p into the page cache
+            vmstart "$marker" 300 $(first_n 1 "$vfs") -- $(inner_vm "$innerqemu" "-m 64M") >/dev/null; warm=1
+        fi
+        rep=0
+        while [ $rep -lt "$reps" ]; do rep=$((rep + 1)); for n in $vmcounts; do
+            echo "VSRIOV round n=$n"
+            if [ $cfg = fastiov ]; then
+                for vf in $(first_n $n "$vfs" | tr , ' '); do dd if=/dev/zero of=/dev/shm/vm-$vf bs=1M count=$vmmem 2>/dev/null; done
+            fi
+            ktrace_on 'qemu*'
+            vmstart "$marker" 300 $(first_n $n "$vfs") config=$cfg devset=$variant rep=$rep mem_mb=$vmmem -- \
+                $(inner_vm "$innerqemu" $memargs)
+            ktrace_dump "vm-$cfg-$n-$rep"
+            rm -f /dev/shm/vm-*
+        done; done
+        vfbench numvfs "$PF" 0 >/dev/null
+    done
+    devset_use stock
+fi
+
+# 6. QEMU 6.2.0, stock and with FastIOV's patch, as the inner QEMU with a VF; guest RAM is the
+#    memory backend `mem0` (as Kata passes it), whose eager DMA map the patched QEMU skips. The
+#    patched QEMU's timeline log (/root/ipu/timeline-kata-qemu, a tmpfs here) is printed as
+#    `TIMELINE <line>` between `VSRIOV timeline begin=<label> file=<name>` and `... end=<label>`.
+# `fastiov-ram0` is the patched binary with RAM under another name, which it maps eagerly: the
+# same binary with and without the skip, so the skip's saving shows even while stock is not built.
+q62variants=""
+[ -n "$q62stock" ] && q62variants="stock"
+[ -n "$q62fastiov" ] && q62variants="$q62variants fastiov fastiov-ram0"
+if [ "$bench" = 1 ] && [ -n "$q62variants" ] && [ $hosted = 1 ]; then
+    echo "VSRIOV phase=qemu62"
+    devset_use stock
+    if vfbench numvfs "$PF" 1 >/dev/null && vf=$(vfs_of "$PF" | head -1) && vfbench bind "$vf" >/dev/null &&
+       mount -t tmpfs tmpfs /host/root && mkdir -p /host/root/ipu/timeline-kata-qemu; then
+        mem="-m ${q62mem}M -object memory-backend-ram,id=mem0,size=${q62mem}M -numa node,memdev=mem0"
+        for q in $q62stock $q62fastiov; do vmstart "$marker" 300 "$vf" -- $(inner_vm "$q" "$mem") >/dev/null; done
+        rm -f /host/root/ipu/timeline-kata-qemu/*
+        rep=0
+        while [ $rep -lt "$reps" ]; do rep=$((rep + 1)); for variant in $q62variants; do
+            q=$q62stock; m=$mem
+            [ $variant != stock ] && q=$q62fastiov
+            [ $variant = fastiov-ram0 ] && m=$(echo "$mem" | sed 's/mem0/ram0/g')
+            ktrace_on 'qemu*'
+            vmstart "$marker" 300 "$vf" qemu=$variant rep=$rep mem_mb=$q62mem -- $(inner_vm "$q" "$m")
+            ktrace_dump "q62-$variant-$rep"
+            for f in /host/root/ipu/timeline-kata-qemu/qemu-*.log; do
+                [ -e "$f" ] || continue
+                echo "VSRIOV timeline begin=q62-$variant-$rep file=${f##*/}"
+                sed 's/^/TIMELINE /' "$f"
+                echo "VSRIOV timeline end=q62-$variant-$rep"
+                rm -f "$f"
+            done
+        done; done
+        umount /host/root
+    fi
+    vfbench numvfs "$PF" 0 >/dev/null
 fi
 [ $hosted = 1 ] && umount /host/dev/shm /host/dev /host/sys /host/proc /host 2>/dev/null
 finish

@@ -6,6 +6,9 @@
  *   vfbench vfio     BDF [MiB ...]     container + group + device fd (the open), DEVICE_RESET,
  *                                      MAP_DMA/UNMAP_DMA of untouched and of pre-faulted memory
  *   vfbench parallel BDF ...           open + reset + close of every BDF at once, one thread each
+ *   vfbench opens    seq|par REPS BDF ...  per VF its own container and group (as separate VMs hold
+ *                                      them), then only the device opens (VFIO_GROUP_GET_DEVICE_FD), one
+ *                                      after another or all at once, then the closes the same way
  *   vfbench time KIND [k=v ...] -- CMD ...   run CMD (its output to /tmp/vfbench-child.log), time it
  *
  * Every measurement is one line on stdout: `RESULT <kind> key=value ...`, durations in integer
@@ -23,6 +26,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -265,6 +269,108 @@ static int cmd_parallel(int n, char **bdfs) {
     return failed != 0;
 }
 
+/* One VF of `vfbench opens`: attached (container + group + IOMMU) before the timed device open. */
+struct opener {
+    const char *bdf;
+    struct vfio_handle h;
+    pthread_barrier_t *barrier;
+    int64_t open_start, open_end, close_start, close_end;
+    long tid;
+    int err;
+};
+
+static void opener_open(struct opener *o) {
+    o->tid = syscall(SYS_gettid);
+    o->open_start = now_ns();
+    o->h.device = ioctl(o->h.group, VFIO_GROUP_GET_DEVICE_FD, o->bdf);
+    o->open_end = now_ns();
+    o->err = o->h.device < 0 ? errno : 0;
+}
+
+static void opener_close(struct opener *o) {
+    o->close_start = now_ns();
+    if (o->h.device >= 0) close(o->h.device);
+    o->h.device = -1;
+    o->close_end = now_ns();
+}
+
+static void *opener_open_thread(void *arg) {
+    struct opener *o = arg;
+    pthread_barrier_wait(o->barrier);
+    opener_open(o);
+    return NULL;
+}
+
+static void *opener_close_thread(void *arg) {
+    struct opener *o = arg;
+    pthread_barrier_wait(o->barrier);
+    opener_close(o);
+    return NULL;
+}
+
+/* Run fn for every opener, one after another (seq) or from one thread each released together (par). */
+static int64_t opener_phase(int par, int n, struct opener *os, void (*fn)(struct opener *), void *(*thread_fn)(void *)) {
+    int64_t t0;
+    if (!par) {
+        t0 = now_ns();
+        for (int i = 0; i < n; i++) fn(&os[i]);
+        return now_ns() - t0;
+    }
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, (unsigned)n + 1);
+    pthread_t *threads = calloc((size_t)n, sizeof *threads);
+    for (int i = 0; i < n; i++) {
+        os[i].barrier = &barrier;
+        pthread_create(&threads[i], NULL, thread_fn, &os[i]);
+    }
+    t0 = now_ns();
+    pthread_barrier_wait(&barrier);
+    for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
+    int64_t wall = now_ns() - t0;
+    pthread_barrier_destroy(&barrier);
+    free(threads);
+    return wall;
+}
+
+static int cmd_opens(const char *mode, int reps, int n, char **bdfs) {
+    int par = !strcmp(mode, "par");
+    struct opener *os = calloc((size_t)n, sizeof *os);
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        char err[64] = "";
+        os[i].bdf = bdfs[i];
+        if (vfio_open(bdfs[i], &os[i].h, err, sizeof err) || os[i].h.device < 0) {
+            printf("RESULT opens_error bdf=%s group=%s error=%s\n", bdfs[i], os[i].h.group_name, err);
+            failed = 1;
+        }
+        /* vfio_open also opened the device; close it so the timed opens below start from closed */
+        if (os[i].h.device >= 0) close(os[i].h.device);
+        os[i].h.device = -1;
+    }
+    for (int r = 1; r <= reps && !failed; r++) {
+        int64_t open_wall = opener_phase(par, n, os, opener_open, opener_open_thread);
+        int64_t close_wall = opener_phase(par, n, os, opener_close, opener_close_thread);
+        int64_t base = os[0].open_start;
+        for (int i = 1; i < n; i++) if (os[i].open_start < base) base = os[i].open_start;
+        int errors = 0;
+        for (int i = 0; i < n; i++) {
+            errors += os[i].err != 0;
+            printf("RESULT opens_vf mode=%s rep=%d n=%d bdf=%s group=%s tid=%ld errno=%d open_ns=%lld close_ns=%lld "
+                   "open_start_ns=%lld open_end_ns=%lld close_start_ns=%lld close_end_ns=%lld\n",
+                   mode, r, n, os[i].bdf, os[i].h.group_name, os[i].tid, os[i].err,
+                   (long long)(os[i].open_end - os[i].open_start), (long long)(os[i].close_end - os[i].close_start),
+                   (long long)(os[i].open_start - base), (long long)(os[i].open_end - base),
+                   (long long)(os[i].close_start - base), (long long)(os[i].close_end - base));
+        }
+        printf("RESULT opens mode=%s rep=%d n=%d failed=%d open_wall_ns=%lld close_wall_ns=%lld mono_ns=%lld\n", mode, r, n,
+               errors, (long long)open_wall, (long long)close_wall, (long long)base);
+        failed |= errors != 0;
+    }
+    for (int i = 0; i < n; i++) vfio_close(&os[i].h);
+    free(os);
+    return failed;
+}
+
 /* Time a whole program (e.g. a QEMU inside this guest starting a VM with or without a VF). */
 static int cmd_time(int argc, char **argv) {
     int sep = -1;
@@ -298,7 +404,8 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "bind")) return cmd_bind(argv[2]);
     if (argc >= 3 && !strcmp(argv[1], "vfio")) return cmd_vfio(argv[2], argc - 3, argv + 3);
     if (argc >= 3 && !strcmp(argv[1], "parallel")) return cmd_parallel(argc - 2, argv + 2);
+    if (argc >= 5 && !strcmp(argv[1], "opens")) return cmd_opens(argv[2], atoi(argv[3]), argc - 4, argv + 4);
     if (argc >= 5 && !strcmp(argv[1], "time")) return cmd_time(argc - 2, argv + 2);
-    fprintf(stderr, "usage: vfbench numvfs PF N | bind BDF | vfio BDF [MiB ...] | parallel BDF ... | time KIND -- CMD\n");
+    fprintf(stderr, "usage: vfbench numvfs PF N | bind BDF | vfio BDF [MiB ...] | parallel BDF ... | opens seq|par REPS BDF ... | time KIND -- CMD\n");
     return 2;
 }
