@@ -91,3 +91,14 @@ def test_stepping_through_the_notebooks_with_defaults_makes_one_run_that_06_show
             pointer.unlink(missing_ok=True)
         else:
             pointer.write_text(saved)
+
+
+def test_running_06_alone_without_a_current_run_says_what_to_do(tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "fastiov_lib", "run", "06_figures", "--profile", "smoke",
+                          "--results", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert res.returncode == 2
+    assert "no current run" in res.stderr and "run 01_build first" in res.stderr
+    assert "Traceback" not in res.stderr and not any(tmp_path.iterdir())
