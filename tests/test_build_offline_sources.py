@@ -4,10 +4,8 @@ Skipped, saying why, when ../shared/sources is absent (a clone without the team'
 """
 from __future__ import annotations
 
-import io
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest

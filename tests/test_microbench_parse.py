@@ -38,10 +38,15 @@ def test_cri_log_lines_file_reads_and_junk_are_told_apart():
 def test_our_static_workload_prints_what_the_parser_reads(tmp_path):
     binary = tmp_path / "microbench"
     subprocess.run(["gcc", "-static", "-O2", "-D_GNU_SOURCE", "-Wall", "-o", str(binary), str(SOURCE)], check=True)
-    out = subprocess.run([str(binary), "4194304", str(SOURCE), "1"], capture_output=True, text=True, check=True).stdout
-    records, report = mb.parse_microbench_lines(out.splitlines())
-    assert report.ok and [r.measurement for r in records] == ["mem_first_touch", "mem_second_touch", "file_read"]
-    first, second, read = records
+    runs = []
+    for _ in range(5):  # the least of five runs: a busy machine preempts single runs
+        out = subprocess.run([str(binary), "4194304", str(SOURCE), "1"], capture_output=True, text=True,
+                             check=True).stdout
+        records, report = mb.parse_microbench_lines(out.splitlines())
+        assert report.ok and [r.measurement for r in records] == ["mem_first_touch", "mem_second_touch", "file_read"]
+        runs.append(records)
+    first, second, read = runs[0]
     assert first.bytes == second.bytes == 4194304 and read.bytes == 1
-    assert first.latency_ns > second.latency_ns > 0  # 1024 page faults on the first pass only
+    least = lambda i: min(r[i].latency_ns for r in runs)  # noqa: E731
+    assert least(0) > least(1) > 0  # 1024 page faults on the first pass only
     assert subprocess.run([str(binary), "0"], capture_output=True).returncode == 2

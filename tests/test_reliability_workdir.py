@@ -133,3 +133,12 @@ def test_marker_is_json_naming_the_testbed(tmp_path):
     workdir.claim(tmp_path / "wd", "name-x")
     data = json.loads((tmp_path / "wd" / workdir.MARKER).read_text())
     assert data["owner"] == "fastiov-artifact" and data["testbed"] == "name-x" and data["links"] == []
+
+
+def test_testbed_check_reports_a_foreign_work_dir(tmp_path):
+    user = tmp_path / "myproject"
+    user.mkdir()
+    (user / "thesis.tex").write_text("x")
+    assert workdir.check(user).status == "fail" and "not created by the testbed" in workdir.check(user).seen
+    assert workdir.check(Path("/")).status == "fail"
+    assert workdir.check(tmp_path / "new").status == "pass"

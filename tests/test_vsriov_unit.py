@@ -37,14 +37,14 @@ CLI = [sys.executable, "-m", "fastiov_lib"]
 
 def test_result_lines_parse_into_typed_fields():
     r = parse_result_line("RESULT numvfs pf=0000:01:00.0 from=0 n=4 errno=0 ns=480316500\r")
-    assert r.kind == "numvfs"
+    assert r.measurement == "numvfs"
     assert r.fields == {"pf": "0000:01:00.0", "from": 0, "n": 4, "errno": 0, "ns": 480316500}
     assert parse_result_line("RESULT guest kernel=6.1.0-56-amd64 uptime_s=2.59").fields["uptime_s"] == 2.59
 
 
 def test_json_result_lines_keep_nested_reports():
     r = parse_result_line('RESULT nic_step {"step":"prepare_vfs","ok":true,"report":{"vfs":["a","b"]}}')
-    assert r.kind == "nic_step" and r.fields["report"]["vfs"] == ["a", "b"] and r.fields["ok"] is True
+    assert r.measurement == "nic_step" and r.fields["report"]["vfs"] == ["a", "b"] and r.fields["ok"] is True
 
 
 def test_lines_that_are_not_results_are_ignored():
@@ -219,7 +219,7 @@ def test_a_guest_that_boots_but_never_finishes_hits_the_run_timeout(tmp_path):
     cmd = _fake_qemu(tmp_path, "echo 'VSRIOV booted uptime=1'\necho 'RESULT guest device=nvme'\nexec sleep 300\n")
     outcome = vsriov.boot_guest(cmd, boot_timeout_s=10, run_timeout_s=3)
     assert outcome.status == "timeout" and "did not finish within 3 s" in outcome.error
-    assert outcome.boot_s is not None and [r.kind for r in outcome.results] == ["guest"]
+    assert outcome.boot_s is not None and [r.measurement for r in outcome.results] == ["guest"]
 
 
 def test_a_guest_that_dies_early_is_a_clear_failure(tmp_path):

@@ -320,6 +320,10 @@ def build_stages_csv(run_dir: str | Path) -> tuple[Path | None, ParseReport]:
     pods, _ = read_pods(run_dir)
     parts = ([stages_from_instrumentation(df)] if not df.empty else []) + ([qemu] if not qemu.empty else [])
     stages = join_by_sandbox(assign_rounds(pd.concat(parts, ignore_index=True), pods), pods)
+    # paths relative to the run dir: a run directory is read wherever it is copied to
+    root = run_dir.resolve()
+    stages["file"] = [str(Path(f).resolve().relative_to(root)) if Path(f).resolve().is_relative_to(root) else f
+                      for f in stages["file"]]
     out = run_dir / STAGES_FILE
     tmp = out.with_suffix(".csv.tmp")
     stages.to_csv(tmp, index=False)

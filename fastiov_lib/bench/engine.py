@@ -489,8 +489,10 @@ def _build_pods(target: PodTarget, cri: CriClient, run: RunDir, info: RoundInfo,
         tenant, idx = divmod(i, per_tenant)
         name = target.pod_name(tenant + 1, idx + 1) if target.pod_name else f"sandbox-{tenant}-{idx}"
         uid = f"{info.round_id}-{i}"
+        log_dir = target.pod_log_root / info.round_id / name
+        log_dir.mkdir(parents=True, exist_ok=True)  # the kubelet's job: containerd 1.3 does not create it
         spec = PodSpec(name=name, namespace=POD_NAMESPACE, uid=uid,
-                       log_directory=str(target.pod_log_root / info.round_id / name),
+                       log_directory=str(log_dir),
                        labels={BENCH_LABEL: "bench", ROUND_LABEL: info.round_id},
                        host_network=target.host_network(info.variant))
         record = {

@@ -98,6 +98,9 @@ def run_notebook(name: str, parameters: dict[str, Any], output_dir: Path,
         papermill.execute_notebook(
             str(path), str(output), parameters=parameters, cwd=str(path.parent),
             kernel_name="python3", progress_bar=progress, log_output=False,
+            # the kernel's own log (a TCP-without-encryption warning per start, zmq tracebacks when a
+            # signal ends the run) is noise on our stderr; cell errors still come back as messages
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except PapermillExecutionError as exc:
         index, source = _failed_cell(output, exc)

@@ -223,11 +223,16 @@ def report_section(run_dir: str | Path) -> tuple[str, list[Path]]:
     missing = pods_without_records(stages, pods)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     ctd = info.get("containerd") or {}
-    caption = f"{info.get('testbed', run_dir.name)}: {ctd.get('version') or 'containerd'}"
+    tb = info.get("testbed")
+    name = info.get("testbed_name") or (tb.get("name") if isinstance(tb, dict) else tb) or run_dir.name
+    caption = f"{name}, {run_dir.name}: containerd {str(ctd.get('version') or '?').split()[-2:][0]}"
+    # the per-mode panels compare modes: the ablation's rounds where the run has them
+    by_mode = df[df["experiment"] == "ablation"] if (df["experiment"] == "ablation").any() else df
     figs = []
-    for name, fig in (("stage_breakdown_by_mode", breakdown_by_mode(df, missing, caption)),
+    for fname, fig in (("stage_breakdown_by_mode", breakdown_by_mode(by_mode, missing[missing["experiment"].isin(
+            by_mode["experiment"].unique())], caption)),
                       ("stage_growth", growth_with_concurrency(df, caption))):
-        figs += plots.save_figure(fig, run_dir / "figures", name)
+        figs += plots.save_figure(fig, run_dir / "figures", fname)
     lines = ["## Stages of RunPodSandbox (the instrumented containerd's records)", "",
              f"containerd: `{ctd.get('version', '?')}`; records joined to pods by sandbox id. "
              "FastIOV's 0001-containerd.patch plus the artifact's own per-pod-netns fix (local only).", ""]

@@ -249,7 +249,7 @@ def local_checks(testbed: Testbed) -> list[Check]:
 
 
 def _subnet_checks(testbed: Testbed) -> list[Check]:
-    return address_plan.checks(testbed, _own_link_names(testbed))
+    return address_plan.checks(testbed, _own_link_names(testbed)) + [workdir.check(paths_for(testbed).work_dir)]
 
 
 def ensure_up(testbed: Testbed) -> LocalTestbedHandle:

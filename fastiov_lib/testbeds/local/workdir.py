@@ -123,6 +123,23 @@ def require_owned(work_dir: Path) -> bool:
     return True
 
 
+def check(work_dir: Path) -> "Check":
+    """`testbed check`'s view of the work dir: ours, free, or refused (and why)."""
+    from fastiov_lib.testbeds.checks import Check
+
+    fix = "set local.work_dir to a new or empty folder of its own, e.g. /var/tmp/fastiov-local"
+    why = refusal(work_dir)
+    if why:
+        return Check("work dir", "fail", f"{work_dir} {why}", fix)
+    if not work_dir.exists():
+        return Check("work dir", "pass", f"{work_dir} (created by `testbed up`)")
+    if not work_dir.is_dir():
+        return Check("work dir", "fail", f"{work_dir} exists and is not a folder", fix)
+    if read_marker(work_dir) is not None or _is_own_layout(work_dir) or not any(work_dir.iterdir()):
+        return Check("work dir", "pass", f"{work_dir} (the testbed's own)")
+    return Check("work dir", "fail", f"{work_dir} is not empty and was not created by the testbed (no {MARKER})", fix)
+
+
 def record_links(work_dir: Path, names: set[str] | list[str]) -> None:
     """Add host links the testbed just created to the marker (down removes exactly these)."""
     data = read_marker(work_dir)

@@ -14,9 +14,9 @@ _FLOAT_RE = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
 
 @dataclass(frozen=True)
 class GuestResult:
-    """One measurement line from the guest: its kind (numvfs, bind, vfio_open, ...) and fields."""
+    """One measurement line from the guest: what it measured (numvfs, bind, vfio_open, ...) and fields."""
 
-    kind: str
+    measurement: str
     fields: dict[str, Any]
 
 
@@ -80,7 +80,7 @@ class BlockCollector:
     def __init__(self, out_dir: Path, emit: Callable[[dict[str, Any]], None]):
         self.out_dir = out_dir
         self.emit = emit
-        self.kind: str | None = None
+        self.block: str | None = None
         self.label = ""
         self.file = ""
         self.lines: list[str] = []
@@ -89,22 +89,22 @@ class BlockCollector:
         """Take the line if it belongs to a block (True), else leave it to the caller (False)."""
         m = _BLOCK_RE.match(line)
         if m and m.group(2) == "begin":
-            self.kind, self.label, self.file, self.lines = m.group(1), m.group(3), m.group(4) or "", []
+            self.block, self.label, self.file, self.lines = m.group(1), m.group(3), m.group(4) or "", []
             return True
-        if m and self.kind:
+        if m and self.block:
             self._close()
             return True
-        if self.kind == "trace" and line.startswith("KTRACE "):
+        if self.block == "trace" and line.startswith("KTRACE "):
             self.lines.append(line[7:])
             return True
-        if self.kind == "timeline" and line.startswith("TIMELINE "):
+        if self.block == "timeline" and line.startswith("TIMELINE "):
             self.lines.append(line[9:])
             return True
         return False
 
     def _close(self) -> None:
-        kind, label, file, lines = self.kind, self.label, self.file, self.lines
-        self.kind, self.lines = None, []
+        kind, label, file, lines = self.block, self.label, self.file, self.lines
+        self.block, self.lines = None, []
         self.out_dir.mkdir(parents=True, exist_ok=True)
         name = "-".join(_SAFE.sub("_", p) for p in (kind or "", label, file) if p) + ".txt"
         (self.out_dir / name).write_text("".join(ln + "\n" for ln in lines))

@@ -115,10 +115,10 @@ def run_guest_session(testbed: Testbed, run: RunDir, profile: Profile, *, benchm
             bar.set_postfix_str(f"{m.group(2)} VFs")
 
     def on_result(result: GuestResult) -> None:
-        record = {"kind": result.kind, **meta, **where, "host_monotonic_ns": time.monotonic_ns()}
+        record = {"kind": result.measurement, **meta, **where, "host_monotonic_ns": time.monotonic_ns()}
         record.update({k: v for k, v in result.fields.items() if k not in ("kind", "session_id")})
         writer.append(record)
-        if result.kind == "nic_step":
+        if result.measurement == "nic_step":
             nic[str(result.fields.get("step"))] = bool(result.fields.get("ok"))
             _record_nic_timings(run, result, meta)
         bar.update()
@@ -205,18 +205,18 @@ def _record_nic_timings(run: RunDir, result: GuestResult, meta: dict[str, Any]) 
 def _check_guest_steps(results: list[GuestResult], plan: GuestPlan) -> str | None:
     """A guest that ran to the end may still have failed a step; name the first one."""
     for r in results:
-        if r.kind == "step" and r.fields.get("rc") not in (0, None):
+        if r.measurement == "step" and r.fields.get("rc") not in (0, None):
             return f"guest step {r.fields.get('name')} exited {r.fields.get('rc')}"
-        if r.kind == "pf" and r.fields.get("found") == 0:
+        if r.measurement == "pf" and r.fields.get("found") == 0:
             return f"the guest sees no SR-IOV PF with id {r.fields.get('pfid')}"
     if plan.nic_steps:
-        steps = {str(r.fields.get("step")): r.fields for r in results if r.kind == "nic_step"}
+        steps = {str(r.fields.get("step")): r.fields for r in results if r.measurement == "nic_step"}
         for name in ("import", "prepare_vfs", "release_vfs"):
             if name not in steps:
                 return f"NIC step {name} did not report"
             if not steps[name].get("ok"):
                 return f"NIC step {name} failed: {steps[name].get('error')}"
-    if plan.benchmarks and not any(r.kind == "numvfs" for r in results):
+    if plan.benchmarks and not any(r.measurement == "numvfs" for r in results):
         return "the benchmarks reported no numvfs result"
     return None
 
