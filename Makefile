@@ -40,10 +40,11 @@ system-packages:
 
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml
+# exact versions from the lock file, then the package itself without re-resolving anything
+$(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 clean-testbed: venv

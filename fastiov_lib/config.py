@@ -223,6 +223,8 @@ class Profile(StrictModel):
     concurrency: list[Concurrency] = Field(min_length=1)  # 04_bench's sweep
     repeats: PositiveInt = 1
     bench_network: NetworkMode = "bridge"  # network mode 04_bench sweeps on the local testbed
+    # modes 04_bench's startup sweep compares at every level on the local testbed ([] = bench_network only)
+    bench_networks: list[NetworkMode] = Field(default_factory=list)
     ablation_networks: list[NetworkMode] = Field(default_factory=lambda: ["none", "bridge"], min_length=1)
     ablation_concurrency: list[Concurrency] = Field(default_factory=lambda: [4], min_length=1)
     variants: list[str] = Field(default_factory=lambda: ["vanilla", "fastiov"], min_length=1)  # real host

@@ -17,7 +17,7 @@ def verdict_of(table, claim_id):
 def local_run(path, *, slope=10.0, bridge=150.0, drop=0, app=True):
     write_run(path, variants={"bridge": 100.0}, concurrency=(1, 4, 8), repeats=3, slope_ms=slope, drop=drop)
     write_run(path, experiment="ablation", variants={"none": 100.0, "bridge": bridge}, concurrency=(4,),
-              repeats=2, append=True, start_ns=2 * 10**18)
+              repeats=3, append=True, start_ns=2 * 10**18)
     if app:
         write_run(path, experiment="app", variants={"bridge": 100.0}, concurrency=(2,), app="compress",
                   append=True, start_ns=3 * 10**18)
@@ -35,11 +35,15 @@ def test_shipped_claim_files_load_and_name_registered_metrics():
 def test_a_healthy_local_run_holds_every_local_claim(tmp_path):
     table = claims.evaluate_claims(local_run(tmp_path / "r"))
     assert set(table["claim"]) >= {"L1-every-pod-recorded", "L3-startup-grows-with-concurrency", "L7-apps-complete"}
-    assert not any(table["claim"].str.startswith("P"))  # paper claims apply to a FastIOV host only
+    paper = table[table["claim"].str.startswith("P")]  # listed, with what they need, not hidden
+    assert len(paper) >= 17 and set(paper["verdict"]) == {"needs a fastiov testbed"}
+    assert verdict_of(table, "P2-startup-reduction-mean")[1] == ""
+    assert table.set_index("claim").loc["L4-bridge-adds-over-none", "readme"] == "C11"
     assert verdict_of(table, "L1-every-pod-recorded") == ("holds", "100.0%")
     assert verdict_of(table, "L3-startup-grows-with-concurrency")[0] == "holds"
     verdict, measured = verdict_of(table, "L4-bridge-adds-over-none")
-    assert verdict == "holds" and measured.endswith(" ms") and 45 < float(measured.split()[0]) < 55
+    # the lower end of the 95% interval of the 50 ms the synthetic bridge adds
+    assert verdict == "holds" and measured.endswith(" ms") and 0 < float(measured.split()[0]) <= 50
     assert verdict_of(table, "L7-apps-complete")[0] == "holds"
     assert verdict_of(table, "L5-macvlan-adds-over-none") == ("not measured", "")
 
@@ -102,8 +106,9 @@ def test_registered_metrics_are_used_and_unknown_ones_are_not_measured(tmp_path,
                  " threshold: 0, testbed_kinds: [vsriov]}\n")
     monkeypatch.setitem(claims.METRICS, "test_pod_count", lambda run_dir: float(len(claims.run_for(run_dir).pods)))
     table = claims.evaluate_claims(run, claims.load_claims([f]))
-    assert table["claim"].tolist() == ["E1", "E2"]
-    assert verdict_of(table, "E1") == ("holds", "55 pods")
+    assert table["claim"].tolist() == ["E1", "E2", "E3"]
+    assert verdict_of(table, "E3") == ("needs a vsriov testbed", "")
+    assert verdict_of(table, "E1") == ("holds", "63 pods")  # 39 startup + 24 ablation
     assert verdict_of(table, "E2") == ("not measured", "")
     assert "not registered" in table.loc[table["claim"] == "E2", "note"].iloc[0]
     assert claims.verdicts(table).columns.tolist() == ["claim", "verdict"]

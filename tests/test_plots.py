@@ -58,7 +58,7 @@ def test_plots_draw_one_line_per_variant_and_level(run):
     startup = run.pods[run.pods["experiment"] == "startup"]
     fig = plots.startup_vs_concurrency(startup, CAPTION)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert labels == ["bridge (median)", "bridge (p99)"]
+    assert labels == ["bridge median", "bridge max"]  # too few pods per level for a p99
     cdf = plots.cdf_per_concurrency(startup, CAPTION)
     assert len(cdf.axes[0].get_lines()) == 3
 

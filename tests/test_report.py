@@ -67,18 +67,15 @@ def test_report_builds_stages_from_instrumentation_logs(tmp_path):
 
 
 def test_report_adds_sections_of_optional_modules(tmp_path, monkeypatch):
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "_section_probe.py").write_text(textwrap.dedent("""
-        from pathlib import Path
-        def report_section(run_dir):
-            p = Path(run_dir) / "figures" / "probe.png"
-            p.parent.mkdir(exist_ok=True)
-            p.write_bytes(b"png")
-            return "## Probe section\\nmeasured 3 things\\n", [p]
-    """))
-    monkeypatch.setattr(fastiov_lib, "__path__", [*fastiov_lib.__path__, str(pkg)])
-    monkeypatch.setattr(report, "VSRIOV_MODULE", "fastiov_lib._section_probe")
+    from fastiov_lib.analysis import vsriov
+
+    def report_section(run_dir):
+        p = Path(run_dir) / "figures" / "probe.png"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"png")
+        return "## Probe section\nmeasured 3 things\n", [p]
+
+    monkeypatch.setattr(vsriov, "report_section", report_section)
     run = write_run(tmp_path / "r", variants={"none": 50.0}, concurrency=(1,), repeats=1)
     assert "Probe section" not in report.write_report(run).read_text()  # no vsriov.jsonl: not asked
     (run / "vsriov.jsonl").write_text("")

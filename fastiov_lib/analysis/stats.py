@@ -173,6 +173,35 @@ def summarise(pods: pd.DataFrame, value: str = "startup_ms", by: Sequence[str] =
     return pd.DataFrame(rows, columns=cols)
 
 
+GROUP_SUMMARY_COLUMNS = ["experiment", "variant", "concurrency", "pods", "ok", "failed", "mean_startup_ms",
+                         "p50_startup_ms", "p99_startup_ms", "max_startup_ms", "p50_network_ready_ms",
+                         "p50_completion_ms", "p99_completion_ms"]
+
+
+def group_summary(pods: pd.DataFrame) -> pd.DataFrame:
+    """The one summary table (04_bench, 05_ablation, 06_figures, report.md): per experiment, variant and
+    concurrency, pods / ok / failed and, over ok pods, startup mean/p50/p99/max, p50 network ready and
+    p50/p99 app completion (ms from the release, rounded to 0.1 ms). Empty input, empty table."""
+    if pods.empty:
+        return pd.DataFrame(columns=GROUP_SUMMARY_COLUMNS)
+    rows = []
+    for (exp, variant, conc), g in pods.groupby(["experiment", "variant", "concurrency"], sort=True):
+        ok = g[g["status"] == "ok"]
+
+        def q(col: str, stat: str) -> float:
+            vals = ok[col].dropna().to_numpy(dtype=float) if col in ok else np.array([])
+            return round(_stat(vals, stat), 1) if len(vals) else float("nan")
+
+        rows.append({"experiment": exp, "variant": variant, "concurrency": int(conc), "pods": len(g),
+                     "ok": len(ok), "failed": len(g) - len(ok),
+                     "mean_startup_ms": q("startup_ms", "mean"), "p50_startup_ms": q("startup_ms", "p50"),
+                     "p99_startup_ms": q("startup_ms", "p99"), "max_startup_ms": q("startup_ms", "max"),
+                     "p50_network_ready_ms": q("network_ready_ms", "p50"),
+                     "p50_completion_ms": q("app_completion_ms", "p50"),
+                     "p99_completion_ms": q("app_completion_ms", "p99")})
+    return pd.DataFrame(rows, columns=GROUP_SUMMARY_COLUMNS)
+
+
 def ok_values(pods: pd.DataFrame, value: str = "startup_ms") -> pd.DataFrame:
     """Only pods with status ok and a measured `value`."""
     return pods[(pods["status"] == "ok") & pods[value].notna()]

@@ -53,6 +53,8 @@ from fastiov_lib.testbeds.local.backend import LocalBackendError
 from fastiov_lib.cri import (CONTAINER_EXITED, AsyncCriClient, ContainerSpec, CriCancelled, CriClient, CriError, CriTimeout,
                   CriUnavailable, PodSpec)
 from fastiov_lib.run.rundir import JsonlWriter, PodRecord, RunDir
+from fastiov_lib.analysis.pods import pods_frame
+from fastiov_lib.analysis.stats import GROUP_SUMMARY_COLUMNS, group_summary
 
 BENCH_LABEL = "fastiov.artifact"
 ROUND_LABEL = "fastiov.round"
@@ -635,43 +637,11 @@ def _save_log_slice(src: Path, offset: int, logs_dir: Path, round_id: str) -> Pa
 # summary
 
 
-SUMMARY_COLUMNS = ["experiment", "variant", "concurrency", "pods", "ok", "failed", "p50_startup_ms",
-                   "p99_startup_ms", "p50_network_ready_ms", "p50_completion_ms", "p99_completion_ms"]
-
-
-def pod_frame(records: Iterable[PodRecord | dict[str, Any]]) -> pd.DataFrame:
-    """Records as a DataFrame with derived durations (ms from release): startup, network_ready, completion."""
-    rows = [r.model_dump() if isinstance(r, PodRecord) else dict(r) for r in records]
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    for col in ("t_released_ns", "t_sandbox_returned_ns", "t_network_ready_ns", "t_container_exited_ns"):
-        if col not in df:
-            df[col] = None
-    rel = pd.to_numeric(df["t_released_ns"], errors="coerce")
-    df["startup_ms"] = (pd.to_numeric(df["t_sandbox_returned_ns"], errors="coerce") - rel) / 1e6
-    df["network_ready_ms"] = (pd.to_numeric(df["t_network_ready_ns"], errors="coerce") - rel) / 1e6
-    df["completion_ms"] = (pd.to_numeric(df["t_container_exited_ns"], errors="coerce") - rel) / 1e6
-    return df
+# one summary table and one latency derivation for the whole artifact: both live in analysis
+SUMMARY_COLUMNS = GROUP_SUMMARY_COLUMNS
 
 
 def summary_table(records: Iterable[PodRecord | dict[str, Any]]) -> pd.DataFrame:
-    """Per experiment, variant and concurrency: pods, ok, failed, p50/p99 startup ms (ok pods), p50
-    network-ready ms, p50/p99 completion ms (app test). Empty input gives an empty table."""
-    df = pod_frame(records)
-    if df.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    rows = []
-    for (exp, variant, conc), g in df.groupby(["experiment", "variant", "concurrency"], sort=True):
-        ok = g[g["status"] == "ok"]
-
-        def q(col: str, p: float) -> float:
-            vals = ok[col].dropna()
-            return round(float(vals.quantile(p)), 1) if len(vals) else float("nan")
-
-        rows.append({"experiment": exp, "variant": variant, "concurrency": int(conc), "pods": len(g),
-                     "ok": len(ok), "failed": len(g) - len(ok),
-                     "p50_startup_ms": q("startup_ms", 0.5), "p99_startup_ms": q("startup_ms", 0.99),
-                     "p50_network_ready_ms": q("network_ready_ms", 0.5),
-                     "p50_completion_ms": q("completion_ms", 0.5), "p99_completion_ms": q("completion_ms", 0.99)})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    """analysis.stats.group_summary of these records (the table 06_figures shows for the whole run)."""
+    rows = [r.model_dump(mode="json") if isinstance(r, PodRecord) else dict(r) for r in records]
+    return group_summary(pods_frame(rows)) if rows else pd.DataFrame(columns=SUMMARY_COLUMNS)

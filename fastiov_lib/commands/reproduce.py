@@ -8,7 +8,7 @@ from pathlib import Path
 from fastiov_lib.config import ConfigError, Testbed, load_profile, load_testbed, parse_override
 from fastiov_lib.notebook.pipeline import NOTEBOOK_ORDER, NotebookFailed, adopt_outputs, check_parameters, \
     notebook_path, parameters_for, reproduce, run_notebook
-from fastiov_lib.run.rundir import create_run_dir
+from fastiov_lib.notebook.session import open_existing_run, read_current_run, session_run
 from fastiov_lib.testbeds import backend_for
 
 DEFAULT_TESTBED = "testbeds/local.yaml"
@@ -52,9 +52,22 @@ def _run(args: argparse.Namespace) -> int:
     extra = _overrides(args.param)
     check_parameters(path, parameters_for(path, {}, extra))  # before a run directory exists
     root = Path(args.results) if args.results else testbed.resolve_results_dir()
-    existed = args.run_id is not None and (root / args.run_id).exists()
-    run = create_run_dir(testbed, profile, run_id=args.run_id, results_root=root,
-                         extend_foreign=args.extend_foreign)
+    # one notebook at a time, as in JupyterLab: 01_build (or --new-run) starts a run, the others
+    # reuse the current run while testbed and profile match
+    if extra.get("run_dir"):
+        run, existed = open_existing_run(str(extra["run_dir"])), True
+    elif path.stem == NOTEBOOK_ORDER[-1] and not args.new_run and not args.run_id:
+        # the analysis notebook never starts a run of its own: it shows the current one
+        run, existed = read_current_run(root), True
+        if run is None:
+            print(f"error: {path.stem}: no current run in {root} (run 01_build first, or pass -p run_dir=DIR)",
+                  file=sys.stderr)
+            return 2
+    else:
+        existed = args.run_id is not None and (root / args.run_id).exists()
+        run, why = session_run(testbed, profile, new_run=args.new_run or path.stem == NOTEBOOK_ORDER[0],
+                               run_id=args.run_id, results_root=root, extend_foreign=args.extend_foreign)
+        existed = existed or why == "current run (reused)"
     standard = {"testbed_path": str(testbed.source_path), "profile": args.profile,
                 "run_dir": str(run.path), "interactive": False}
     params = parameters_for(path, standard, {})
@@ -117,6 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("run", parents=[common], help="run one notebook headless into a run directory")
     r.add_argument("notebook", help="e.g. 04_bench")
+    r.add_argument("--new-run", action="store_true",
+                   help="start a new run (default: 01_build starts one, the others reuse the current run)")
     r.set_defaults(func=_run)
 
     a = sub.add_parser("adopt-outputs", help="make a run's executed notebooks the committed expected outputs")

@@ -12,6 +12,7 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
 from fastiov_lib.config import REPO_ROOT, ConfigError, Testbed, load_profile, load_testbed, resolve_path
+from fastiov_lib.notebook.nbfiles import normalise
 from fastiov_lib.run.rundir import RunDir, create_run_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -153,6 +154,10 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
     prof = load_profile(profile)
     _check_extra_parameters(notebooks, extra)
     run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root, extend_foreign=extend_foreign)
+    # the pipeline's run becomes the current run: 06_figures in JupyterLab shows it afterwards
+    from fastiov_lib.notebook.session import write_current_run
+
+    write_current_run(run)
     standard = {
         "testbed_path": str(testbed.source_path or resolve_path(testbed_path)),
         "profile": profile,
@@ -219,7 +224,8 @@ def adopt_outputs(run_dir: Path, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Pa
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
         target = notebooks_dir / executed.name
-        nbformat.write(nb, str(target))
+        # as JupyterLab would save it, and naming no run id that is not committed
+        nbformat.write(normalise(nb, run_id=Path(run_dir).name), str(target))
         adopted.append(target)
     return adopted
 

@@ -3,14 +3,12 @@
 Claims live in data files (fastiov_lib/data/claims/*.yaml). A metric is a function registered by
 name that takes the run directory and returns a float, or None when the run did not measure it;
 the table shows only what was computed (a None metric gives the verdict "not measured").
-Other modules register metrics with `@register_metric("name")`; `fastiov_lib.analysis.vsriov` is
-imported when it exists so its metrics are available.
+Every claim of every file is listed: one this run's testbed cannot check says which testbed it needs.
+Metrics are registered with `@register_metric("name")`; `metrics()` names every module that does.
 """
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import math
 from importlib import resources
 from pathlib import Path
@@ -29,7 +27,8 @@ CLAIMS_DIR = Path(str(resources.files("fastiov_lib") / "data" / "claims"))
 Metric = Callable[..., "float | None"]
 METRICS: dict[str, Metric] = {}
 
-Verdict = Literal["holds", "fails", "not measured"]
+Verdict = Literal["holds", "fails", "not measured", "needs a fastiov testbed", "needs a vsriov testbed",
+                  "needs a fastiov or vsriov testbed"]
 
 
 def register_metric(name: str) -> Callable[[Metric], Metric]:
@@ -101,7 +100,7 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
 
     Raises ConfigError naming the file and the claim on an invalid entry or a duplicate id.
     """
-    _import_optional_metric_modules()  # so that every metric a claim names can be looked up
+    metrics()  # so that every metric a claim names can be looked up
     files = sorted(CLAIMS_DIR.glob("*.yaml")) if paths is None else [Path(p) for p in paths]
     out: list[Claim] = []
     seen: dict[str, Path] = {}
@@ -128,11 +127,28 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
     return out
 
 
-def _import_optional_metric_modules() -> None:
-    # The virtual SR-IOV helper's and the stage figures' modules register metrics on import.
-    for name in ("fastiov_lib.analysis.vsriov", "fastiov_lib.report.stage_figures"):
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
+def metrics() -> dict[str, Metric]:
+    """Every metric by name: this module's, the virtual SR-IOV analysis's and the stage figures'
+    (those modules register theirs with @register_metric; imported here because they import this one)."""
+    from fastiov_lib.analysis import vsriov  # noqa: F401
+    from fastiov_lib.report import stage_figures  # noqa: F401
+
+    return METRICS
+
+
+CLAIM_MAP_FILE = Path(str(resources.files("fastiov_lib") / "data" / "claim_map.yaml"))
+
+
+@functools.lru_cache(maxsize=1)
+def claim_map() -> dict[str, dict[str, str]]:
+    """README claim per claim-id prefix, and the figure per README claim (data/claim_map.yaml)."""
+    data = yaml.safe_load(CLAIM_MAP_FILE.read_text()) or {}
+    return {"readme": dict(data.get("readme", {})), "figure": dict(data.get("figure", {}))}
+
+
+def readme_claim(claim_id: str) -> str:
+    """The README's claim (C1..C11) a claim id belongs to, or ""."""
+    return claim_map()["readme"].get(claim_id.split("-", 1)[0], "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,10 +277,26 @@ def effect(run_dir: Path, variant: str, baseline: str, stat: str = "mean", kind:
 
 @register_metric("effect_ci_low")
 def effect_ci_low(run_dir: Path, variant: str, baseline: str, stat: str = "p50", kind: str = "difference",
-                  experiment: str | None = None, concurrency: int | str | None = "max") -> float | None:
-    """Lower end of the bootstrap CI of an effect at one concurrency level."""
+                  experiment: str | None = None, concurrency: int | str | None = "max",
+                  min_pods: int = 1) -> float | None:
+    """Lower end of the 95% bootstrap CI of an effect at one concurrency level (None with fewer than
+    `min_pods` ok pods in either group: too few to decide on an interval)."""
     c = _compare(run_dir, variant, baseline, stat, kind, experiment, concurrency)
-    return None if c.empty else float(c["ci_low"].iloc[0])
+    if c.empty or min(int(c["n_baseline"].iloc[0]), int(c["n_variant"].iloc[0])) < min_pods:
+        return None
+    return float(c["ci_low"].iloc[0])
+
+
+@register_metric("effect_ci_low_vs_each")
+def effect_ci_low_vs_each(run_dir: Path, variant: str, baselines: list[str], stat: str = "p50",
+                          experiment: str | None = None, concurrency: int | str | None = "max",
+                          min_pods: int = 1) -> float | None:
+    """The smallest lower CI end of `variant` minus each of `baselines` (> 0: above every one of them).
+
+    None when any of them was not measured with enough pods at that level."""
+    lows = [effect_ci_low(run_dir, variant, b, stat=stat, kind="difference", experiment=experiment,
+                          concurrency=concurrency, min_pods=min_pods) for b in baselines]
+    return None if not lows or any(x is None for x in lows) else float(min(lows))
 
 
 @register_metric("overhead_reduction")
@@ -336,7 +368,7 @@ def app_effect(run_dir: Path, variant: str = "fastiov", baseline: str = "vanilla
 # Evaluation
 # --------------------------------------------------------------------------------------------------
 
-CLAIM_COLUMNS = ["claim", "statement", "expected", "measured", "verdict", "source", "note"]
+CLAIM_COLUMNS = ["claim", "readme", "statement", "expected", "measured", "verdict", "figure", "source", "note"]
 
 
 def applicable_claims(kind: str, claims: list[Claim] | None = None) -> list[Claim]:
@@ -344,32 +376,43 @@ def applicable_claims(kind: str, claims: list[Claim] | None = None) -> list[Clai
     return [c for c in (claims if claims is not None else load_claims()) if kind in c.testbed_kinds]
 
 
+def _needs(claim: Claim) -> str:
+    kinds = [k for k in ("fastiov", "vsriov", "local") if k in claim.testbed_kinds]
+    return f"needs a {' or '.join(kinds)} testbed"
+
+
 def evaluate_claims(run_dir: str | Path, claims: list[Claim] | None = None) -> pd.DataFrame:
-    """Check every claim applying to the run's testbed kind: claim, expected, measured, verdict.
+    """Every claim, checked where the run's testbed kind can check it: claim, expected, measured, verdict.
 
     `measured` is the metric's value formatted in the claim's unit, or "" when the metric returned
-    None (verdict "not measured"); a metric that is not registered is reported in `note`.
+    None (verdict "not measured"); a claim for another kind of testbed has the verdict "needs a ...
+    testbed"; a metric that is not registered is reported in `note`.
     """
     run_dir = Path(run_dir)
-    _import_optional_metric_modules()
+    registry = metrics()
     kind = run_for(run_dir).testbed_kind
     rows = []
-    for claim in applicable_claims(kind, claims):
-        if any(not (run_dir / need).exists() for need in claim.needs):
+    for claim in (claims if claims is not None else load_claims()):
+        readme = readme_claim(claim.id)
+        row = {"claim": claim.id, "readme": readme, "statement": claim.statement,
+               "expected": claim.expected_text(), "measured": "", "figure": claim_map()["figure"].get(readme, ""),
+               "source": claim.source, "note": claim.note}
+        if kind not in claim.testbed_kinds:
+            rows.append({**row, "verdict": _needs(claim)})
             continue
-        fn = METRICS.get(claim.metric)
-        note = claim.note
+        missing = [need for need in claim.needs if not (run_dir / need).exists()]
+        if missing:  # e.g. stages.csv: only the instrumented local testbed writes it
+            rows.append({**row, "verdict": f"needs {', '.join(missing)}"})
+            continue
+        fn = registry.get(claim.metric)
         if fn is None:
             value = None
-            note = f"metric {claim.metric!r} is not registered" + (f"; {note}" if note else "")
+            row["note"] = f"metric {claim.metric!r} is not registered" + (f"; {claim.note}" if claim.note else "")
         else:
             value = fn(run_dir, **claim.params)
         verdict = claim.check(value)
-        rows.append({
-            "claim": claim.id, "statement": claim.statement, "expected": claim.expected_text(),
-            "measured": "" if verdict == "not measured" else claim._fmt(float(value)),
-            "verdict": verdict, "source": claim.source, "note": note,
-        })
+        rows.append({**row, "verdict": verdict,
+                     "measured": "" if verdict == "not measured" else claim._fmt(float(value))})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import io
+import zlib
 
 import matplotlib
 import numpy as np
@@ -20,19 +21,43 @@ from matplotlib.figure import Figure
 
 from fastiov_lib.analysis import stats as analysis
 
-FIGSIZE = (7.0, 4.2)
+FULL_WIDTH = 7.0  # inches: a full-width (two-column) figure of a paper
+COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper
+FIGSIZE = (FULL_WIDTH, 4.2)
+MIN_FONT_PT = 7.0  # the smallest text a figure may have at either width
 EXPERIMENT_ORDER = ["startup", "ablation", "app"]
 # variants the paper names, in the order the paper discusses them; others follow alphabetically
 KNOWN_ORDER = ["none", "no-network", "bridge", "ipvtap", "macvlan", "ipvlan", "hostdev", "sriov",
-               "vanilla", "original", "fastiov"]
+               "vanilla", "original", "fastiov", "only-devset", "only-skip-dma", "only-guest-kernel",
+               "only-async-driver"]
+# p99 needs enough samples to mean something; below this the band reaches to the max and says so
+MIN_SAMPLES_FOR_P99 = 20
+
+_CB = sns.color_palette("colorblind", 10)
+# One colour per variant for every figure of every run: a variant keeps its colour whatever else
+# the run holds (no-network variants grey, the local modes cool, SR-IOV warm, FastIOV red).
+VARIANT_COLOURS: dict[str, tuple[float, float, float]] = {
+    "none": _CB[7], "no-network": _CB[7],
+    "bridge": _CB[0], "ipvtap": _CB[9], "macvlan": _CB[4], "ipvlan": _CB[9],
+    "hostdev": _CB[2], "sriov": _CB[5],
+    "vanilla": _CB[1], "original": _CB[6], "fastiov": _CB[3],
+    "only-devset": sns.color_palette("dark", 10)[3], "only-skip-dma": sns.color_palette("pastel", 10)[3],
+    "only-guest-kernel": sns.color_palette("muted", 10)[8], "only-async-driver": sns.color_palette("dark", 10)[1],
+}
+# unknown variant names: a colour from this list chosen by a hash of the name (stable across runs)
+_FALLBACK = [c for c in sns.color_palette("dark", 10) + sns.color_palette("pastel", 10)
+             if c not in VARIANT_COLOURS.values()]
 
 
 @contextmanager
 def style() -> Iterator[None]:
     """The artifact's one plotting style (scoped: does not change the caller's rcParams)."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15), \
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.0), \
             matplotlib.rc_context({"figure.dpi": 110, "savefig.dpi": 200, "pdf.fonttype": 42,
-                                   "axes.titleweight": "bold", "legend.frameon": False}):
+                                   "axes.titleweight": "bold", "legend.frameon": False,
+                                   "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.labelsize": 8.5,
+                                   "axes.titlesize": 9, "legend.fontsize": 7.5, "legend.title_fontsize": 7.5,
+                                   "figure.titlesize": 10}):
         yield
 
 
@@ -43,11 +68,16 @@ def variant_order(variants: Sequence[str]) -> list[str]:
     return known + sorted(v for v in uniq if v not in known)
 
 
+def variant_colour(variant: str) -> tuple[float, float, float]:
+    """The fixed colour of a variant (VARIANT_COLOURS; unknown names get a stable hashed fallback)."""
+    if variant in VARIANT_COLOURS:
+        return VARIANT_COLOURS[variant]
+    return _FALLBACK[zlib.crc32(variant.encode()) % len(_FALLBACK)]
+
+
 def variant_palette(variants: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """One colour per variant, stable across figures of a run."""
-    order = variant_order(variants)
-    colours = sns.color_palette("colorblind", max(len(order), 1))
-    return dict(zip(order, colours))
+    """Each variant's fixed colour (the same in every figure and every run)."""
+    return {v: variant_colour(v) for v in variant_order(variants)}
 
 
 class ReportFigure(Figure):
@@ -61,11 +91,16 @@ class ReportFigure(Figure):
 
 def _new_figure(ncols: int = 1, width: float | None = None, share: bool = False,
                 share_y: bool | None = None) -> tuple[Figure, np.ndarray]:
-    """A figure with `ncols` panels: one row up to 3, then rows of 2 (4 panels = 2 x 2)."""
-    cols = ncols if ncols <= 3 else 2
+    """A figure with `ncols` panels: at full width one row up to 3, then rows of 3 (4 panels = 2 x 2);
+    at column width (<= 3.5 in) one panel per row up to 2 panels, then rows of 2."""
+    w = width or FIGSIZE[0]
+    narrow = w <= 3.5
+    cols = _panels_per_row(w, ncols)
     rows = -(-ncols // cols)
-    w = width or (FIGSIZE[0] if cols == 1 else min(4.2 * cols, 12.6))
-    h = FIGSIZE[1] if rows == 1 else 3.0 * rows + 0.6
+    if narrow:
+        h = 2.6 if rows == 1 else (2.1 if cols == 1 else 1.9) * rows + 0.6
+    else:
+        h = FIGSIZE[1] if rows == 1 else 3.0 * rows + 0.6
     # not through pyplot: no global figure registry, nothing shown twice inline, nothing to close
     fig = ReportFigure(figsize=(w, h), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=share,
@@ -75,15 +110,26 @@ def _new_figure(ncols: int = 1, width: float | None = None, share: bool = False,
     return fig, axes[:ncols]
 
 
+def _panels_per_row(width: float, n: int) -> int:
+    if width <= 3.5:
+        return 1 if n <= 2 else 2
+    return n if n <= 3 else (2 if n == 4 else 3)
+
+
+def _cols(fig: Figure, n: int) -> int:
+    """Panels per row of a figure made by _new_figure."""
+    return _panels_per_row(fig.get_figwidth(), n)
+
+
 def _caption(fig: Figure, caption: str) -> None:
     if caption:
         fig.get_layout_engine().set(h_pad=0.08)
-        fig.supxlabel(caption, fontsize=8, color="0.35", fontweight="normal")
+        fig.supxlabel(caption, fontsize=7, color="0.35", fontweight="normal", wrap=True)
 
 
 def _empty(fig: Figure, ax: Axes, message: str, caption: str, title: str) -> Figure:
     ax.set_axis_off()
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.3",
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="0.3",
             wrap=True)
     ax.set_title(title)
     _caption(fig, caption)
@@ -100,10 +146,11 @@ def _maybe_log_x(ax: Axes, levels: Sequence[int]) -> None:
 
 
 def startup_vs_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "startup_ms",
-                           experiment: str | None = "startup") -> Figure:
-    """Startup latency vs concurrency per variant: median line, band up to the p99 (dashed)."""
+                           experiment: str | None = "startup", width: float = FULL_WIDTH) -> Figure:
+    """Startup latency vs concurrency per variant: median line, band up to the p99 (dashed) where a
+    level has >= MIN_SAMPLES_FOR_P99 pods, else up to the max (dotted, labelled so); n per point."""
     with style():
-        fig, (ax,) = _new_figure()
+        fig, (ax,) = _new_figure(width=width)
         df = pods if experiment is None or experiment not in set(pods.get("experiment", [])) \
             else pods[pods["experiment"] == experiment]
         s = analysis.summarise(df, value=value, by=("variant", "concurrency"))
@@ -111,52 +158,70 @@ def startup_vs_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "
         title = "Pod startup latency vs concurrency"
         if s.empty:
             return _empty(fig, ax, "no successful pods to plot", caption, title)
+        s = s.assign(n=s["pods"] - s["failures"])
+        upper = "p99" if int(s["n"].min()) >= MIN_SAMPLES_FOR_P99 else "max"
         pal = variant_palette(s["variant"])
         for v in variant_order(s["variant"]):
             g = s[s["variant"] == v].sort_values("concurrency")
             c = pal[v]
-            ax.plot(g["concurrency"], g["p50_ms"], marker="o", color=c, label=f"{v} (median)")
-            ax.fill_between(g["concurrency"], g["p50_ms"], g["p99_ms"], color=c, alpha=0.18, linewidth=0)
-            ax.plot(g["concurrency"], g["p99_ms"], ls="--", lw=1, color=c, label=f"{v} (p99)")
+            ax.plot(g["concurrency"], g["p50_ms"], marker="o", ms=4, color=c, label=f"{v} median")
+            ax.fill_between(g["concurrency"], g["p50_ms"], g[f"{upper}_ms"], color=c, alpha=0.18, linewidth=0)
+            ax.plot(g["concurrency"], g[f"{upper}_ms"], ls="--" if upper == "p99" else ":", lw=1, color=c,
+                    label=f"{v} {upper}")
+            for x, y, n in zip(g["concurrency"], g["p50_ms"], g["n"]):
+                ax.annotate(f"n={int(n)}", (x, y), textcoords="offset points", xytext=(3, -9), fontsize=7,
+                            color=c)
         _maybe_log_x(ax, s["concurrency"])
         ax.set_xlabel("concurrent pods")
         ax.set_ylabel("startup latency (ms)")
         ax.set_ylim(bottom=0)
-        ax.set_title(title)
-        ax.legend(fontsize=8, ncols=2 if s["variant"].nunique() > 2 else 1, loc="upper left")
+        ax.set_title(title if width > 3.5 else "Startup vs concurrency")
+        why = (f"band: median to p99" if upper == "p99"
+               else f"band: median to max (p99 needs >= {MIN_SAMPLES_FOR_P99} pods per point)")
+        if width > 3.5:
+            ax.legend(title=why, ncols=2 if s["variant"].nunique() > 2 else 1, loc="upper left")
+        else:  # below the panel: inside it would hide the lines at one column
+            fig.legend(*ax.get_legend_handles_labels(), title=why, ncols=2, loc="outside lower center")
         _caption(fig, caption)
         return fig
 
 
 def cdf_per_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "startup_ms",
-                        variants: Sequence[str] | None = None, experiment: str | None = None) -> Figure:
-    """Empirical CDF of startup latency, one line per concurrency level, one panel per variant."""
+                        variants: Sequence[str] | None = None, experiment: str | None = None,
+                        width: float = FULL_WIDTH) -> Figure:
+    """Empirical CDF of startup latency (log x), one line per concurrency level (distinct colours),
+    one panel per variant."""
     df = pods if experiment is None else pods[pods["experiment"] == experiment]
     e = analysis.ecdf(df, value=value, by=("variant", "concurrency"))
     chosen = variant_order(variants if variants is not None else e["variant"].unique())[:4]
     with style():
-        fig, axes = _new_figure(max(len(chosen), 1), share=True)
+        fig, axes = _new_figure(max(len(chosen), 1), width=width, share=True)
         title = "CDF of pod startup latency"
         if e.empty or not chosen:
             return _empty(fig, axes[0], "no successful pods to plot", caption, title)
         levels = sorted(e["concurrency"].unique())
-        pal = dict(zip(levels, sns.color_palette("viridis", len(levels))))
+        # qualitative colours: neighbouring levels must not look alike
+        level_colours = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
+        pal = {c: level_colours[i % len(level_colours)] for i, c in enumerate(levels)}
+        styles = ["-", "--", "-.", ":"]
         for ax, v in zip(axes, chosen):
             g = e[e["variant"] == v]
-            for c in levels:
+            for i, c in enumerate(levels):
                 gc = g[g["concurrency"] == c]
                 if len(gc):
                     ax.step(np.r_[gc[value].iloc[0], gc[value]], np.r_[0, gc["ecdf"]], where="post",
-                            color=pal[c], label=str(c))
-            ax.set_title(v, fontsize=10)
+                            color=pal[c], ls=styles[i % len(styles)], lw=1.3, label=str(c))
+            ax.set_title(v)
             ax.set_ylim(0, 1.02)
-        # limits once all panels are drawn (the panels share the x axis)
-        axes[0].set_xlim(0, float(e[value].max()) * 1.05)
-        rows = -(-len(axes) // (len(axes) if len(axes) <= 3 else 2))
+            ax.set_xscale("log")
+        positive = e.loc[e[value] > 0, value]
+        if len(positive):  # limits once all panels are drawn (the panels share the x axis)
+            axes[0].set_xlim(float(positive.min()) * 0.8, float(positive.max()) * 1.25)
+        cols = _cols(fig, len(axes))
         for i, ax in enumerate(axes):
-            if i >= len(axes) - (len(axes) if len(axes) <= 3 else 2) or rows == 1:
-                ax.set_xlabel("startup latency (ms)")
-            if i % (len(axes) if len(axes) <= 3 else 2) == 0:
+            if i >= len(axes) - cols:
+                ax.set_xlabel("startup latency (ms), log scale")
+            if i % cols == 0:
                 ax.set_ylabel("fraction of pods")
         handles, labels = axes[0].get_legend_handles_labels()
         for ax in axes[1:]:
@@ -166,14 +231,15 @@ def cdf_per_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "sta
                     labels.append(lab)
         order = sorted(range(len(labels)), key=lambda k: int(labels[k]))
         fig.legend([handles[k] for k in order], [labels[k] for k in order], title="concurrent pods",
-                   fontsize=8, title_fontsize=8, loc="outside right upper")
+                   loc="outside right upper" if width > 3.5 else "outside lower center",
+                   ncols=1 if width > 3.5 else min(len(labels), 5))
         fig.suptitle(title, fontweight="bold")
         _caption(fig, caption)
         return fig
 
 
 def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = "",
-                    max_stages: int = 8) -> Figure:
+                    max_stages: int = 8, width: float = FULL_WIDTH) -> Figure:
     """Stacked bars of the mean time per stage: one panel per (experiment,) variant, one bar per
     concurrency level.
 
@@ -183,7 +249,7 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
     title = "Where startup time goes"
     if breakdown.empty:
         with style():
-            fig, (ax,) = _new_figure()
+            fig, (ax,) = _new_figure(width=width)
             return _empty(fig, ax, "no stage or phase records", caption, title)
     b = breakdown.copy()
     if "experiment" not in b.columns:
@@ -207,8 +273,8 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
         colours["other"] = (0.75, 0.75, 0.75)
     with style():
         # panels share the time axis; each has its own concurrency levels
-        fig, axes = _new_figure(len(panels), share=False, share_y=True)
-        cols = len(axes) if len(axes) <= 3 else 2
+        fig, axes = _new_figure(len(panels), width=width, share=False, share_y=True)
+        cols = _cols(fig, len(axes))
         for i, (ax, (exp, variant)) in enumerate(zip(axes, panels)):
             g = b[(b["experiment"] == exp) & (b["variant"] == variant)]
             table = g.pivot_table(index="concurrency", columns="stage", values="mean_ms", aggfunc="sum") \
@@ -225,7 +291,7 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
             pad = max(0.0, (3 - len(table)) / 2)  # one or two bars stay bar-sized, centred
             ax.set_xlim(-0.5 - pad, len(table) - 0.5 + pad)
             ax.grid(axis="x", visible=False)
-            ax.set_title(f"{exp} · {variant}" if many_exp else str(variant), fontsize=10)
+            ax.set_title(f"{exp} · {variant}" if many_exp else str(variant))
             ax.set_xlabel("concurrent pods")
             if i % cols == 0:
                 ax.set_ylabel("mean time per pod (ms)")
@@ -234,7 +300,9 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 seen.setdefault(lab, h)
         labels = [st for st in stage_order if st in seen]
-        fig.legend([seen[lab] for lab in labels], labels, fontsize=8, loc="outside right upper")
+        fig.legend([seen[lab] for lab in labels], labels,
+                   loc="outside right upper" if width > 3.5 else "outside lower center",
+                   ncols=1 if width > 3.5 else 2)
         fig.suptitle(title, fontweight="bold")
         if source:
             caption = f"{caption} · from {source}" if caption else f"from {source}"
@@ -242,14 +310,14 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
         return fig
 
 
-def ablation_bars(comparison: pd.DataFrame, caption: str = "") -> Figure:
+def ablation_bars(comparison: pd.DataFrame, caption: str = "", width: float = FULL_WIDTH) -> Figure:
     """Bars: each variant's effect vs the baseline per concurrency, with bootstrap CI whiskers.
 
     `comparison` is analysis.compare_variants() output: a reduction or increase is drawn in %,
     a difference in ms.
     """
     with style():
-        fig, (ax,) = _new_figure()
+        fig, (ax,) = _new_figure(width=width)
         if comparison.empty:
             return _empty(fig, ax, "needs a baseline and at least one other variant\nmeasured at the same concurrency",
                           caption, "Effect of each variant vs the baseline")
@@ -277,39 +345,68 @@ def ablation_bars(comparison: pd.DataFrame, caption: str = "") -> Figure:
         ax.set_xticklabels([str(x) for x in levels])
         ax.set_xlabel("concurrent pods")
         ax.set_ylabel(label)
-        ax.set_title(f"Effect of each variant vs {base} (95% bootstrap CI)")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_title(f"Effect of each variant vs {base} (95% bootstrap CI)" if width > 3.5
+                     else f"Effect vs {base} (95% CI)")
+        if width > 3.5:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(loc="upper left", ncols=2)
         _caption(fig, caption)
         return fig
 
 
-def app_completion(pods: pd.DataFrame, caption: str = "") -> Figure:
-    """App completion time (release -> container exit) per app and variant: boxes with all pods."""
+def app_completion(pods: pd.DataFrame, caption: str = "", width: float = FULL_WIDTH) -> Figure:
+    """App completion time (release -> container exit): one panel per concurrency level, the network
+    modes (variants) side by side, every pod as a dot, the mean (diamond) and p99 (bar) marked."""
     df = pods[(pods["experiment"] == "app") & (pods["status"] == "ok")].dropna(subset=["app_completion_ms"]) \
         if "experiment" in pods.columns else pods.iloc[0:0]
-    with style():
-        fig, (ax,) = _new_figure()
-        title = "App completion time"
-        if df.empty:
+    title = "App completion time (release to container exit)"
+    if df.empty:
+        with style():
+            fig, (ax,) = _new_figure(width=width)
             return _empty(fig, ax, "no completed app pods in this run", caption, title)
-        df = df.assign(app=df["app"].replace("", "app"))
-        order = variant_order(df["variant"])
-        sns.boxplot(data=df, x="app", y="app_completion_ms", hue="variant", hue_order=order,
-                    palette=variant_palette(order), ax=ax, showfliers=False, width=min(0.7, 0.3 * len(order)))
-        # seaborn jitters with numpy's global generator: a fixed seed draws the same run the same way
-        rng_state = np.random.get_state()
-        np.random.seed(0)
-        try:
-            sns.stripplot(data=df, x="app", y="app_completion_ms", hue="variant", hue_order=order, dodge=True,
-                          palette=variant_palette(order), ax=ax, size=3, color="0.2", alpha=0.6, legend=False,
-                          edgecolor="0.2", linewidth=0.4)
-        finally:
-            np.random.set_state(rng_state)
-        ax.set_xlabel("app")
-        ax.set_ylabel("completion time (ms)")
-        ax.set_ylim(0, float(df["app_completion_ms"].max()) * 1.1)
-        ax.set_title(title + " (release to container exit)")
-        ax.legend(title="variant", fontsize=8, title_fontsize=8)
+    df = df.assign(app=df["app"].replace("", "app") if "app" in df.columns else "app")
+    levels = sorted(int(c) for c in df["concurrency"].unique())
+    order = variant_order(df["variant"])
+    pal = variant_palette(order)
+    apps = sorted(df["app"].unique())
+    rng = np.random.default_rng(0)  # the same run is drawn the same way
+    with style():
+        fig, axes = _new_figure(len(levels), width=width, share_y=True)
+        for ax, level in zip(axes, levels):
+            at = df[df["concurrency"] == level]
+            slot = 0
+            ticks, ticklabels = [], []
+            for app in apps:
+                for v in order:
+                    x = at.loc[(at["app"] == app) & (at["variant"] == v), "app_completion_ms"].to_numpy(float)
+                    if len(x):
+                        jitter = rng.uniform(-0.15, 0.15, len(x))
+                        ax.scatter(slot + jitter, x, s=8, color=pal[v], alpha=0.55, linewidths=0)
+                        ax.scatter([slot], [x.mean()], marker="D", s=28, color=pal[v], edgecolors="0.1",
+                                   linewidths=0.6, zorder=3, label="mean")
+                        ax.hlines(analysis._stat(x, "p99"), slot - 0.3, slot + 0.3, color="0.1", lw=1.4,
+                                  zorder=3, label="p99")
+                        ticks.append(slot)
+                        ticklabels.append(v if len(apps) == 1 else f"{app}\n{v}")
+                        slot += 1
+                slot += 0.5
+            ax.set_xticks(ticks)
+            ax.set_xticklabels(ticklabels)
+            ax.set_xlim(-0.7, (max(ticks) if ticks else 0) + 0.7)
+            ax.grid(axis="x", visible=False)
+            ax.set_title(f"{level} concurrent pods")
+        # once every panel is drawn (they share the time axis)
+        axes[0].set_ylim(0, float(df["app_completion_ms"].max()) * 1.08)
+        cols = _cols(fig, len(axes))
+        for i, ax in enumerate(axes):
+            if i % cols == 0:
+                ax.set_ylabel("completion time (ms)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        keep = {lab: h for h, lab in zip(handles, labels)}
+        axes[0].legend([keep[k] for k in ("mean", "p99") if k in keep], [k for k in ("mean", "p99") if k in keep],
+                       loc="lower right")
+        fig.suptitle(title if width > 3.5 else "App completion time", fontweight="bold")
         _caption(fig, caption)
         return fig
 

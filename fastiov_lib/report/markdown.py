@@ -1,8 +1,6 @@
 """From a run directory to figures/ (PNG + PDF) and report.md: summary, provenance, claims, figures."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -16,8 +14,6 @@ from fastiov_lib.report import claims
 from fastiov_lib.testbeds import backend_class
 from fastiov_lib.report import figures as plots
 from fastiov_lib.analysis.instrumentation import build_stages_csv
-
-VSRIOV_MODULE = "fastiov_lib.analysis.vsriov"
 
 
 def comparison_for(run: analysis.Run) -> pd.DataFrame:
@@ -35,31 +31,33 @@ def startup_pods(run: analysis.Run) -> pd.DataFrame:
     return p[p["experiment"] == "startup"] if (p["experiment"] == "startup").any() else p
 
 
-def _breakdown_figure(run: analysis.Run) -> Figure:
+def _breakdown_figure(run: analysis.Run, width: float = plots.FULL_WIDTH) -> Figure:
     bd, source = analysis.breakdown(run)
-    return plots.stage_breakdown(bd, run.caption, source=source)
+    return plots.stage_breakdown(bd, run.caption, source=source, width=width)
 
 
-# The report's figures, by file name, each built from a loaded run.
-FIGURES: dict[str, Callable[[analysis.Run], Figure]] = {
-    "startup_vs_concurrency": lambda run: plots.startup_vs_concurrency(startup_pods(run), run.caption, experiment=None),
-    "startup_cdf": lambda run: plots.cdf_per_concurrency(startup_pods(run), run.caption),
+# The report's figures, by file name, each built from a loaded run at a width in inches
+# (plots.FULL_WIDTH for the report, plots.COLUMN_WIDTH for one column of a paper).
+FIGURES: dict[str, Callable[[analysis.Run, float], Figure]] = {
+    "startup_vs_concurrency": lambda run, w: plots.startup_vs_concurrency(startup_pods(run), run.caption,
+                                                                          experiment=None, width=w),
+    "startup_cdf": lambda run, w: plots.cdf_per_concurrency(startup_pods(run), run.caption, width=w),
     "stage_breakdown": _breakdown_figure,
-    "ablation": lambda run: plots.ablation_bars(comparison_for(run), run.caption),
-    "app_completion": lambda run: plots.app_completion(run.pods, run.caption),
+    "ablation": lambda run, w: plots.ablation_bars(comparison_for(run), run.caption, width=w),
+    "app_completion": lambda run, w: plots.app_completion(run.pods, run.caption, width=w),
 }
 
 
-def figure(run: analysis.Run, name: str) -> Figure:
+def figure(run: analysis.Run, name: str, width: float = plots.FULL_WIDTH) -> Figure:
     """One of the report's figures by name (see FIGURES), e.g. for 04_bench and 05_ablation."""
     if name not in FIGURES:
         raise KeyError(f"no figure {name!r}; known: {', '.join(FIGURES)}")
-    return FIGURES[name](run)
+    return FIGURES[name](run, width)
 
 
-def build_figures(run: analysis.Run) -> dict[str, Figure]:
+def build_figures(run: analysis.Run, width: float = plots.FULL_WIDTH) -> dict[str, Figure]:
     """Every figure of a run, by file name (the same set report.md and 06_figures show)."""
-    return {name: build(run) for name, build in FIGURES.items()}
+    return {name: build(run, width) for name, build in FIGURES.items()}
 
 
 def experiment_summary(run: analysis.Run, experiment: str) -> pd.DataFrame:
@@ -94,9 +92,10 @@ def optional_sections(run_dir: Path) -> list[tuple[str, list[Path]]]:
 
         if not stage_figures.pod_stages(run_dir).empty:
             out.append(stage_figures.report_section(run_dir))
-    if (run_dir / "vsriov.jsonl").exists() and importlib.util.find_spec(VSRIOV_MODULE) is not None:
-        module = importlib.import_module(VSRIOV_MODULE)
-        md, figs = module.report_section(run_dir)
+    if (run_dir / "vsriov.jsonl").exists():
+        from fastiov_lib.analysis import vsriov  # imported here: it imports the claims module
+
+        md, figs = vsriov.report_section(run_dir)
         out.append((md, [Path(f) for f in figs]))
     return out
 
@@ -117,7 +116,7 @@ def write_report(run_dir: str | Path) -> Path:
     for name, fig in (build_figures(run).items() if has_pods else ()):
         written[name] = plots.save_figure(fig, figures_dir, name)
     table = claims.evaluate_claims(run_dir)
-    summary = analysis.summarise(run.pods)
+    summary = analysis.group_summary(run.pods)
     bd, source = analysis.breakdown(run)
     info = run.info
     prov = {k: info.get(k) for k in ("run_id", "testbed_name", "testbed_kind", "profile_name", "provenance",
@@ -139,7 +138,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append(f"\nNo pods in this run (testbed kind {info.get('testbed_kind', 'unknown')}): "
                      "startup tables and pod figures are left out.\n")
     parts += [] if not has_pods else [
-        "\n## Startup latency per group (ms, ok pods)\n",
+        "\n## Startup latency per group (ms from the release, ok pods; the table of 04-06)\n",
         _md_table(summary),
         "\n## Growth with concurrency (startup experiment)\n",
         "Least-squares slope of the median startup against the number of concurrent pods, with a 95% "
@@ -154,7 +153,9 @@ def write_report(run_dir: str | Path) -> Path:
     ]
     parts += [
         "\n## Claims\n",
-        _md_table(table[["claim", "statement", "expected", "measured", "verdict", "source"]]),
+        "Every claim of the paper and the artifact: the ones this run's testbed cannot check say which "
+        "testbed they need; `readme` is the README's claim (C1-C11), `figure` the figure that shows it.\n",
+        _md_table(table[["claim", "readme", "statement", "expected", "measured", "verdict", "figure"]]),
         "\n## Figures\n",
     ]
     for name, paths in written.items():

@@ -348,10 +348,62 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     return (out.stdout or out.stderr).strip() if out.returncode == 0 else None
 
 
+def notebook_content(text: str) -> list[tuple[str, str, tuple[str, ...]]] | None:
+    """What a notebook says (cell type, source, tags), without outputs, counts or metadata; None if not JSON."""
+    try:
+        nb = json.loads(text)
+        cells = nb["cells"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    out = []
+    for cell in cells:
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        tags = tuple(cell.get("metadata", {}).get("tags", []))
+        out.append((str(cell.get("cell_type")), source, tags))
+    return out
+
+
+def _only_outputs_changed(rel: str) -> bool:
+    """True when a committed notebook differs from HEAD in outputs or metadata only (JupyterLab's save)."""
+    head = _run(["git", "show", f"HEAD:{rel}"], REPO_ROOT)
+    try:
+        now = (REPO_ROOT / rel).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    a, b = notebook_content(head or ""), notebook_content(now)
+    return a is not None and a == b
+
+
 def _git_state() -> dict[str, Any]:
+    """Commit, and precisely which tracked files differ from it; notebooks whose only changes are
+    outputs or metadata (what opening and saving one in JupyterLab does) are listed apart and do not
+    make the checkout dirty."""
     commit = _run(["git", "rev-parse", "HEAD"], REPO_ROOT)
-    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], REPO_ROOT)
-    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+    changed = _run(["git", "diff", "--name-only", "HEAD"], REPO_ROOT)
+    if commit is None or changed is None:
+        return {"commit": commit, "dirty": None}
+    files = [f for f in changed.splitlines() if f.strip()]
+    outputs_only = [f for f in files if f.startswith("notebooks/") and f.endswith(".ipynb")
+                    and _only_outputs_changed(f)]
+    dirty = [f for f in files if f not in outputs_only]
+    return {"commit": commit, "dirty": bool(dirty), "dirty_files": dirty,
+            "notebook_outputs_changed": outputs_only}
+
+
+LOCK_FILE = "requirements.lock"
+
+
+def lock_file_state() -> dict[str, Any]:
+    """The Python lock file the environment was installed from: path and sha256 (None when absent)."""
+    import hashlib
+
+    path = REPO_ROOT / LOCK_FILE
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        digest = None
+    return {"file": LOCK_FILE, "sha256": digest}
 
 
 def _package_versions(names: Iterable[str]) -> dict[str, str | None]:
@@ -427,6 +479,7 @@ def collect_provenance(testbed: Testbed, profile: Profile, run_id: str) -> dict[
         "profile": profile.model_dump(mode="json"),
         "profile_name": profile.name,
         "git": _git_state(),
+        "python_lock": lock_file_state(),
         "python_packages": _package_versions(
             ["fastiov-artifact", "pandas", "seaborn", "matplotlib", "papermill", "nbval", "pydantic",
              "grpcio", "container-runtime-interface-api", "tomlkit", "jupyterlab", "ipywidgets"]

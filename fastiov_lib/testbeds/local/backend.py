@@ -128,8 +128,18 @@ class LocalBackend(TestbedBackend):
 
     def sweep_plan(self, profile: Profile, experiment: str) -> SweepPlan:
         if experiment == "startup":
-            return SweepPlan([SweepSpec("startup", (profile.bench_network,), tuple(profile.concurrency),
-                                        profile.repeats)])
+            # each mode of profile.bench_networks at every level (like the paper's vanilla / FastIOV /
+            # no network), hostdev only at levels its pool of links can serve
+            plan = SweepPlan()
+            for mode in profile.bench_networks or [profile.bench_network]:
+                levels = [c for c in profile.concurrency
+                          if mode != "hostdev" or c <= self.testbed.local.hostdev_pool_size]
+                if len(levels) < len(profile.concurrency):
+                    plan.notes.append(f"{mode} skipped at concurrency {sorted(set(profile.concurrency) - set(levels))}"
+                                      f" (pool of {self.testbed.local.hostdev_pool_size} links)")
+                if levels:
+                    plan.specs.append(SweepSpec("startup", (mode,), tuple(levels), profile.repeats))
+            return plan
         if experiment == "app":
             return SweepPlan([SweepSpec("app", (profile.bench_network,), tuple(profile.app_concurrency),
                                         profile.app_repeats)])
