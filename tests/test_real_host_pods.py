@@ -1,7 +1,7 @@
 """Pods on a real host as the original starts them: names, tenants, and the host-network baseline."""
 from __future__ import annotations
 
-from fastiov_lib.bench import engine
+from fastiov_lib.bench import engine, rounds
 from fastiov_lib.config import load_testbed
 from fastiov_lib.config import load_profile
 from fastiov_lib.cri import CriClient
@@ -21,7 +21,7 @@ def _pods(tmp_path, variant: str, concurrency: int, tenants: int):
     target = backend.pod_target([variant], [concurrency])
     cri = CriClient(tmp_path / "no.sock", api="v1alpha2")  # builds messages; nothing is called
     try:
-        return engine._build_pods(target, cri, RunDir(tmp_path / "run"), _round(variant, concurrency, target.network(variant)), tenants)
+        return rounds.build_pods(target, cri, RunDir(tmp_path / "run"), _round(variant, concurrency, target.network(variant)), tenants)
     finally:
         cri.close()
 
