@@ -27,8 +27,6 @@ from typing import Any
 
 from fastiov_lib.config import FastiovHostSettings, Testbed
 from fastiov_lib.hw.host_steps import require_host_changes
-from fastiov_lib.procs import stop_process_group
-from fastiov_lib.testbeds.fastiov_host.build import offline as offline_sources
 from fastiov_lib.testbeds.fastiov_host.build.components import (  # noqa: F401  (re-exported)
     TOOLCHAIN_ROOTS,
     BuildError,
@@ -44,16 +42,12 @@ from fastiov_lib.testbeds.fastiov_host.build.components import (  # noqa: F401  
 from fastiov_lib.testbeds.fastiov_host.build.manifest import (
     BinariesManifest,
     BinaryEntry,
-    ManifestError,
     PatchEntry,
     PatchSeries,
     checksum_status,
-    fetch_entry,
     load_binaries_manifest,
     load_patch_series,
-    record_git_pin,
 )
-from fastiov_lib.testbeds.fastiov_host.build.patching import PatchError, apply_patch, revert_patch
 from fastiov_lib.testbeds.fastiov_host.build.plan_format import format_build_plan, plan_summary  # noqa: F401
 
 from fastiov_lib.testbeds.fastiov_host.build.source_steps import SourceSteps, _git_head, run_logged  # noqa: E402,F401
