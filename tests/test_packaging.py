@@ -16,11 +16,11 @@ def makefile_recipe(target: str) -> str:
     return match.group(1)
 
 
-def test_environment_yml_installs_the_package_through_pip():
+def test_environment_yml_installs_the_lock_file_and_the_package_through_pip():
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
-    assert pip_sections == [["-e .[test]"]]
+    assert pip_sections == [["-r requirements.lock", "-e ."]]  # exact pins first, then the package itself
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
     minimum = pyproject["project"]["requires-python"].removeprefix(">=")
     assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))

@@ -20,7 +20,7 @@ def test_run_dir_records_provenance(tmp_path):
     for key in ("testbed", "profile", "git", "python_packages", "tools", "host", "start_time"):
         assert key in info
     assert info["host"]["cpu_count"] >= 1 and info["host"]["kernel"]
-    assert set(info["git"]) == {"commit", "dirty"}
+    assert set(info["git"]) == {"commit", "dirty", "dirty_files", "notebook_outputs_changed"}
     run.finish()
     assert json.loads(run.run_file.read_text())["end_time"]
 
