@@ -20,6 +20,7 @@ from pathlib import Path
 from fastiov_lib import sh
 from fastiov_lib.analysis.microbench import MicrobenchRecord, parse_microbench_file
 from fastiov_lib.bench.engine import BENCH_LABEL, POD_NAMESPACE
+from fastiov_lib.testbeds.local import workdir
 from fastiov_lib.config import Testbed
 from fastiov_lib.cri import CONTAINER_EXITED, ContainerSpec, CriClient, CriError, PodSpec
 from fastiov_lib.run.rundir import RunDir
@@ -52,6 +53,7 @@ def build_local_image(testbed: Testbed) -> str:
     from fastiov_lib.testbeds.local.oci_image import write_oci_image
 
     p = local_testbed.paths_for(testbed)
+    workdir.claim(p.work_dir, testbed.name)  # the image lives in the work dir: it must be the testbed's own
     p.images_dir.mkdir(parents=True, exist_ok=True)
     ref = local_testbed.image_ref(testbed, "microbench")
     binary, tarball = p.images_dir / "microbench", p.images_dir / "microbench.tar"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -94,6 +95,9 @@ def run_notebook(name: str, parameters: dict[str, Any], output_dir: Path,
     check_parameters(path, parameters)
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / path.name
+    # a signal stops the run between papermill's asyncio tasks; asyncio then logs the tasks it had to
+    # drop, with their tracebacks: the interruption itself is recorded in run.json, so keep that quiet
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         papermill.execute_notebook(
             str(path), str(output), parameters=parameters, cwd=str(path.parent),

@@ -8,6 +8,7 @@ from typing import Any
 
 
 from fastiov_lib.config import Testbed
+from fastiov_lib.testbeds.local import workdir
 from fastiov_lib.testbeds.local.oci_image import write_oci_image
 from fastiov_lib.testbeds.local.containerd import _prepare_work_dir, containerd_pid, start_containerd
 from fastiov_lib.testbeds.local.network import probe_network_modes
@@ -45,6 +46,7 @@ def build_images(testbed: Testbed, import_images: bool = True) -> list[ImageInfo
     """
     loc = _local(testbed)
     p = paths_for(testbed)
+    workdir.claim(p.work_dir, testbed.name)  # the images live in the work dir: it must be the testbed's own
     built = {name: _build_one(testbed, name) for name in IMAGE_PROGRAMS}
     present: dict[str, bool] = {name: False for name in IMAGE_PROGRAMS}
     if import_images:
