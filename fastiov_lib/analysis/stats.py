@@ -5,6 +5,7 @@ bootstrap confidence intervals, and runs from different hosts are not pooled unl
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,22 @@ PHASES = [
 
 class PoolingError(ValueError):
     """Runs from different hosts were about to be pooled."""
+
+
+def _first_guest_record(run_dir: Path) -> dict[str, Any] | None:
+    """The first record of a vsriov run's guest measurements (vsriov.jsonl), or None."""
+    try:
+        with open(Path(run_dir) / "vsriov.jsonl") as fh:
+            first = json.loads(fh.readline() or "null")
+    except (OSError, ValueError):
+        return None
+    return first if isinstance(first, dict) else None
+
+
+def _version_token(text: Any) -> str | None:
+    """The first version-looking word of a tool's --version line (e.g. 1.6.20~ds1, 7.2.22)."""
+    match = re.search(r"\bv?(\d+\.\d+(?:\.\d+)?\S*)", str(text)) if text else None
+    return match.group(1) if match else None
 
 
 @dataclass
@@ -67,8 +84,20 @@ class Run:
 
     @property
     def caption(self) -> str:
-        """The line under every figure: which testbed and run produced it."""
-        return f"testbed: {self.testbed_name} ({self.testbed_kind}) · run: {self.run_id}"
+        """The line under every figure: which testbed, kernel and runtime stack made which run."""
+        parts = [f"testbed: {self.testbed_name} ({self.testbed_kind})", f"run: {self.run_id}"]
+        guest = _first_guest_record(self.path)
+        if guest:  # the virtual SR-IOV host: what ran is the guest's kernel under the outer QEMU
+            parts += [f"guest kernel {guest.get('kernel', '?')}", f"QEMU {guest.get('qemu_version', '?')} (TCG)"]
+            return " · ".join(parts)
+        kernel = (self.info.get("host") or {}).get("kernel")
+        if kernel:
+            parts.append(f"kernel {kernel}")
+        ran = self.info.get("containerd") or {}  # the containerd the run used, when it recorded one
+        version = _version_token(ran.get("version") or (self.info.get("tools") or {}).get("containerd"))
+        if version:
+            parts.append(f"containerd {version}")
+        return " · ".join(parts)
 
     @property
     def baseline(self) -> str:
