@@ -68,12 +68,12 @@ def _bench(args: argparse.Namespace) -> int:
     _check_networks([args.app_network], "--app-network")
     out = Path(args.out).expanduser().resolve()
     existed = out.exists()
+    backend = backend_for(testbed)
     run = create_run_dir(testbed, profile, run_id=out.name, results_root=out.parent,
-                         extend_foreign=args.extend_foreign)
+                         extend_foreign=args.extend_foreign, facts=backend.facts())
     experiment = args.experiment or ("startup" if len(args.network) == 1 else "ablation")
     results = []
     reason = "failed"
-    backend = backend_for(testbed)
     hooks = backend.round_hooks()  # e.g. the instrumented containerd's mode switch + record collection
     try:
         with backend.exclusive("bench"):

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from fastiov_lib.config import REPO_ROOT, ConfigError, Testbed, load_profile, load_testbed, resolve_path
 from fastiov_lib.notebook.nbfiles import normalise
 from fastiov_lib.run.rundir import RunDir, create_run_dir
+from fastiov_lib.testbeds import backend_for
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOK_ORDER = ("01_build", "02_host", "03_nic", "04_bench", "05_ablation", "06_figures")
@@ -39,8 +40,6 @@ class HostChecksFailed(ConfigError):
 
 
 def _failing_checks(testbed: Testbed) -> list[str]:
-    from fastiov_lib.testbeds import backend_for
-
     return [f"{c.name}: {c.seen}" for c in backend_for(testbed).checks() if c.status == "fail"]
 
 
@@ -157,7 +156,8 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
     testbed = load_testbed(testbed_path)
     prof = load_profile(profile)
     _check_extra_parameters(notebooks, extra)
-    run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root, extend_foreign=extend_foreign)
+    run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root, extend_foreign=extend_foreign,
+                         facts=backend_for(testbed).facts())
     # the pipeline's run becomes the current run: 06_figures in JupyterLab shows it afterwards
     from fastiov_lib.notebook.session import write_current_run
 
@@ -200,7 +200,7 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
         status["interrupted"] = reason
         raise
     finally:
-        run.update_run_info(pipeline=status)
+        run.update_record(pipeline=status)
         if teardown is not None:
             teardown(testbed)
         run.finish(reason)

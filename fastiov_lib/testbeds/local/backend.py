@@ -12,9 +12,10 @@ from fastiov_lib.testbeds.base import AppEndpoint, PodTarget, SweepPlan, SweepSp
 from fastiov_lib.testbeds.checks import Check
 from fastiov_lib.testbeds.local import instrumented
 from fastiov_lib.testbeds.local import testbed as local_testbed
+from fastiov_lib.testbeds.base import BackendError
 
 
-class LocalBackendError(RuntimeError):
+class LocalBackendError(BackendError):
     """A sweep asks for something this local testbed cannot do (mode unknown, unsupported, pool too small)."""
 
 
@@ -53,7 +54,7 @@ class LocalBackend(TestbedBackend):
             # the paper's containerd from its pinned source, through the real host's Builder (stamped)
             rows += [{"what": f"containerd 1.3 {r['step']}", "status": r["status"]}
                      for r in instrumented.build(self.testbed, run.path)]
-        run.update_run_info(containerd=instrumented.provenance(self.testbed))
+        run.update_record(containerd=instrumented.provenance(self.testbed))
         images = [{"what": f"image {i.ref}", "status": "imported" if i.imported else "present",
                    "digest": i.manifest_digest} for i in local_testbed.build_images(self.testbed)]
         return {"done": _frame(rows + images)}
@@ -192,8 +193,8 @@ class InstrumentedRoundHooks:
         mode = round_info.variant
         conf = local_testbed.conflist_for(self.testbed, mode) if mode != "none" else None
         instrumented.activate_mode(self.testbed, conf, mode, local_testbed.paths_for(self.testbed).socket)
-        if "containerd" not in run.read_run_info():
-            run.update_run_info(containerd=instrumented.provenance(self.testbed))
+        if run.record().containerd is None:
+            run.update_record(containerd=instrumented.provenance(self.testbed))
 
     def after_round(self, round_info: Any, run: RunDir) -> None:
         from fastiov_lib.analysis.instrumentation import build_stages_csv

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fastiov_lib.config import ConfigError
+from fastiov_lib.testbeds.base import BackendError
 
 ENV_HELD = "FASTIOV_TESTBED_LOCK_HELD"
 ENV_WAIT = "FASTIOV_TESTBED_LOCK_WAIT_S"
@@ -28,7 +29,7 @@ _held: dict[str, int] = {}  # lock path -> depth, in this process
 _guard = threading.Lock()
 
 
-class TestbedBusy(ConfigError):
+class TestbedBusy(ConfigError, BackendError):
     """Another artifact process is driving this testbed right now."""
 
     __test__ = False  # not a pytest test class, despite the name
