@@ -94,6 +94,12 @@ class LocalBackend(TestbedBackend):
 
     def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:
         testbed = self.testbed
+        for mode in set(variants) & {"bridge", "macvlan", "hostdev"}:  # before anything starts
+            room = testbed.local.pod_addresses(mode)
+            if max(concurrency) > room:
+                raise LocalBackendError(f"{mode}: concurrency {max(concurrency)} needs as many pod addresses, but "
+                                        f"local.{mode}_subnet {getattr(testbed.local, f'{mode}_subnet')} of testbed "
+                                        f"{testbed.name!r} holds {room}; use a larger subnet")
         handle = local_testbed.ensure_up(testbed)
         supported = {m.mode: m for m in handle.modes}
         for mode in variants:
