@@ -14,12 +14,17 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TextIO
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 # sysfs attributes and procfs files the artifact reads are a line or a table; 1 MiB bounds a link to
 # /dev/zero planted in a fake tree as well as a very long route table
 KERNEL_FILE_LIMIT = MIB
+# a run directory's files: records are loaded whole (256 MiB of pods.jsonl is some 700,000 pods, far
+# beyond any campaign), logs are streamed and only their matching lines kept, run.json is small
+RECORDS_LIMIT = 256 * MIB
+LOG_LIMIT = 4 * GIB
+RUN_JSON_LIMIT = 16 * MIB
 
 
 class FileRefused(ValueError):
@@ -37,14 +42,12 @@ def file_kind(mode: int) -> str:
     return "a special file"
 
 
-def read_regular_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most `limit` bytes; FileRefused for anything else.
+def _open_checked(path: Path, limit: int, what: str) -> int:
+    """A blocking descriptor of a regular file of at most `limit` bytes; FileRefused otherwise.
 
-    Opened without blocking (a FIFO would wait for a writer forever) and checked on the open
-    descriptor, so a file swapped for a device between check and read is refused too; a file that
-    grows past the bound while being read is refused rather than read on (procfs files say size 0).
+    Opened without blocking (a FIFO would wait for a writer forever) and checked on the descriptor,
+    so a file swapped for a device between a check and the read is refused too.
     """
-    path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -61,6 +64,21 @@ def read_regular_bytes(path: str | Path, limit: int, what: str = "file") -> byte
             raise FileRefused(f"{path}: {st.st_size} bytes, larger than the {limit} bytes a {what} may have; "
                               "is this the right file?")
         os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; FileRefused for anything else.
+
+    A file that grows past the bound while being read is refused rather than read on (procfs files
+    say size 0).
+    """
+    path = Path(path)
+    fd = _open_checked(path, limit, what)
+    try:
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, min(limit + 1 - size, MIB))
@@ -76,6 +94,12 @@ def read_regular_bytes(path: str | Path, limit: int, what: str = "file") -> byte
         raise FileRefused(f"{path}: cannot be read ({exc.strerror})") from None
     finally:
         os.close(fd)
+
+
+def open_regular(path: str | Path, limit: int, what: str = "file", errors: str = "replace") -> TextIO:
+    """A regular file of at most `limit` bytes opened for reading UTF-8 text (lines streamed);
+    FileRefused for a FIFO, a device, a folder or a larger file."""
+    return open(_open_checked(Path(path), limit, what), encoding="utf-8", errors=errors, closefd=True)
 
 
 def read_regular_text(path: str | Path, limit: int, what: str = "file") -> str:
