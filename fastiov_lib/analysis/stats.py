@@ -19,6 +19,7 @@ from fastiov_lib.analysis.instrumentation import read_stages
 from fastiov_lib.analysis.pods import ParseReport, read_pods
 from fastiov_lib.run.record import Comparison, RunRecord
 from fastiov_lib.run.rundir import RunDir, open_run_dir
+from fastiov_lib.safe_files import RECORDS_LIMIT, open_regular
 
 Stat = Literal["mean", "p50", "p90", "p99", "max"]
 
@@ -41,8 +42,8 @@ class PoolingError(ValueError):
 def _first_guest_record(run_dir: Path) -> dict[str, Any] | None:
     """The first record of a vsriov run's guest measurements (vsriov.jsonl), or None."""
     try:
-        with open(Path(run_dir) / "vsriov.jsonl") as fh:
-            first = json.loads(fh.readline() or "null")
+        with open_regular(Path(run_dir) / "vsriov.jsonl", RECORDS_LIMIT, "vsriov.jsonl") as fh:
+            first = json.loads(fh.readline(1 << 20) or "null")
     except (OSError, ValueError):
         return None
     return first if isinstance(first, dict) else None

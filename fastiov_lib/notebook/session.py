@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from fastiov_lib.config import REPO_ROOT, Profile, Testbed, load_profile, load_testbed, resolve_path
+from fastiov_lib.notebook.parameters import require_types
 from fastiov_lib.run.rundir import RUN_FILE, RunDir, create_run_dir, open_run_dir
 from fastiov_lib.testbeds import backend_for
 from fastiov_lib.testbeds.base import TestbedBackend
@@ -116,6 +117,8 @@ def session_run(testbed: Testbed, profile: Profile, new_run: bool = False, run_i
 def open_session(testbed_path: str, profile: str, run_dir: str = "",
                  overrides: dict[str, Any] | None = None, new_run: bool = False) -> Session:
     """Load config and open the run: `run_dir` if given, else the session's current run (or a new one)."""
+    require_types(testbed_path=(testbed_path, str), profile=(profile, str), run_dir=(run_dir, str),
+                  new_run=(new_run, bool))
     testbed = load_testbed(testbed_path)
     prof = load_profile(profile, overrides)
     if run_dir:
@@ -134,6 +137,7 @@ def open_existing_run(run_dir: str) -> RunDir:
 
 def analysis_run(run_dir: str = "", results_root: str | Path = "results") -> tuple[RunDir, str]:
     """The run 06_figures shows: `run_dir` if given, else the current run, else the committed example."""
+    require_types(run_dir=(run_dir, str))
     if run_dir:
         return open_existing_run(run_dir), "given run_dir"
     root = Path(results_root) if Path(results_root).is_absolute() else REPO_ROOT / results_root
