@@ -6,9 +6,9 @@ import os
 import pandas as pd
 import pytest
 
-from fastiov_lib.testbeds import backend_for
 from fastiov_lib.config import load_profile, load_testbed
-from fastiov_lib.hw.fake_sysfs import FakeSysfs, build_fake_host, spec_for_testbed
+from fastiov_lib.hw.fake_sysfs import FakeSysfs
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.run.rundir import create_run_dir
 from fastiov_lib.testbeds import backend_class, backend_classes, backend_for
 from fastiov_lib.testbeds.base import NoPodsOnTestbed, PodTarget, SweepPlan, TestbedBackend

@@ -5,8 +5,8 @@ import errno
 import os
 
 import pytest
-
-from fastiov_lib.hw.fake_sysfs import FakeHostSpec, FakePf, FakeSysfs, build_fake_host, spec_for_testbed
+from fastiov_lib.hw.fake_sysfs import FakeHostSpec, FakePf, FakeSysfs
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.config import load_testbed
 
 PF = "0000:e3:00.0"

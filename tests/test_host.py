@@ -7,7 +7,7 @@ from fastiov_lib.testbeds.fastiov_host import host_checks as host
 from fastiov_lib.testbeds import backend_for
 from fastiov_lib.testbeds.checks import worst_status
 from fastiov_lib.config import load_testbed
-from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 
 EXAMPLE = "testbeds/fastiov-e810.example.yaml"
 

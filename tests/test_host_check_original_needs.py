@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from fastiov_lib.config import load_testbed
-from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.testbeds import backend_for
 from fastiov_lib.testbeds.fastiov_host import host_checks as hc
 from fastiov_lib.testbeds.fastiov_host import kernel_facts as kf

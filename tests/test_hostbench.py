@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from fastiov_lib.config import load_testbed
-from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.testbeds.fastiov_host import log_dirs
 from fastiov_lib.testbeds.fastiov_host import round_hooks as hostbench
 from fastiov_lib.testbeds.fastiov_host import runtime_config

@@ -18,6 +18,7 @@ import pytest
 from fastiov_lib.analysis.instrumentation import join_by_sandbox, pods_without_records
 from fastiov_lib.config import REPO_ROOT, Testbed  # noqa: F401  (Testbed: type of the fixtures)
 from fastiov_lib.cri import CriClient
+from fastiov_lib.testbeds.local import cleanup as local_cleanup
 from fastiov_lib.testbeds.local import instrumented
 from fastiov_lib.testbeds.local import testbed as local_testbed
 
@@ -184,5 +185,5 @@ def test_an_interrupted_round_with_the_instrumented_containerd_leaves_nothing_be
     assert not any(p.netns_dir.iterdir())
     # a down stops containerd; its mount namespace and every netns mount go with its last process
     local_testbed.down(itb)
-    assert our_links(PREFIX) == [] and not local_testbed._mounts_under(p.work_dir)
+    assert our_links(PREFIX) == [] and not local_cleanup.mounts_under(p.work_dir)
     assert instrumented.binary(itb).is_file()  # the build stays for the next bring-up

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import tomlkit
 
+from fastiov_lib.testbeds.local import cleanup as local_cleanup
+from fastiov_lib.testbeds.local import containerd as local_containerd
 from fastiov_lib.testbeds.local import testbed as local_testbed
 from fastiov_lib.cri import CriClient, PodSpec
 
@@ -171,15 +173,15 @@ def test_cleanup_without_containerd_kills_shims_and_releases_mounts(testbed, han
     modes = [m for m in ("bridge", "hostdev", "none") if m in handle.supported_modes()]
     _start_pods(handle, modes)
     paths = local_testbed.paths_for(testbed)
-    assert local_testbed._our_shims(paths)
+    assert local_containerd.our_shims(paths)
     os.kill(local_testbed.containerd_pid(testbed), signal.SIGKILL)
     deadline = time.monotonic() + 10
     while local_testbed.containerd_pid(testbed) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     report = local_testbed.cleanup(testbed)
     assert report.processes and report.netns
-    assert not local_testbed._our_shims(paths)
-    assert local_testbed._mounts_under(paths.work_dir) == []
+    assert not local_containerd.our_shims(paths)
+    assert local_cleanup.mounts_under(paths.work_dir) == []
     assert local_testbed.pod_leftovers(testbed) == []
     # containerd comes back with the dead sandboxes in its database; cleanup removes them through CRI
     local_testbed.ensure_up(testbed)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fastiov_lib.analysis import containerd_log
 from fastiov_lib.analysis import instrumentation
+from fastiov_lib.bench import stage_records
 from fastiov_lib.analysis import original
 from fastiov_lib.analysis.pods import read_pods
 from synthetic_runs import write_run
@@ -169,7 +170,7 @@ def test_stages_csv_labels_records_with_the_round_they_fall_in(tmp_path):
     (run / "logs" / "kata_logs").mkdir(parents=True)
     (run / "logs" / "kata_logs" / "cnicmp-7.log").write_text(
         "\n".join([rec(T0 + 100_000_000), rec(T0 + 2_100_000_000), rec(T0 + 60_000_000_000)]) + "\n")
-    path, rep = instrumentation.build_stages_csv(run)
+    path, rep = stage_records.build_stages_csv(run)
     assert path is not None and rep.records == 3
     stages = instrumentation.read_stages(run)
     assert list(stages.columns) == instrumentation.STAGE_COLUMNS

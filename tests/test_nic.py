@@ -9,7 +9,8 @@ import pytest
 
 from fastiov_lib.hw import nic
 from fastiov_lib.config import load_testbed
-from fastiov_lib.hw.fake_sysfs import FakePf, FakeHostSpec, FakeSysfs, build_fake_host, spec_for_testbed
+from fastiov_lib.hw.fake_sysfs import FakePf, FakeHostSpec, FakeSysfs
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.hw.nic import GuardError, NicError
 from fastiov_lib.hw.host_steps import HostChangesNotAllowed
 
@@ -126,7 +127,7 @@ def test_apply_without_allow_host_changes_is_refused(tmp_path):
     assert tb.allow_host_changes is False
     fs = FakeSysfs(root)
     with pytest.raises(HostChangesNotAllowed, match="allow_host_changes"):
-        nic.nic_apply(tb, root=root, writer=fs)
+        nic.nic_apply(tb.fastiov, root, tb.allow_host_changes, writer=fs)
     assert fs.log == []
 
 
@@ -134,14 +135,14 @@ def test_nic_apply_on_a_testbed_records_timings_in_the_run_dir(tmp_path):
     tb = load_testbed(EXAMPLE, overrides={"allow_host_changes": True, "fastiov.vfs_per_pf": 8})
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb, configs=False, hugepages_2m=0, hugepages_max=20000))
     run = tmp_path / "run"
-    reports = nic.nic_apply(tb, run, root=root, writer=FakeSysfs(root))
+    reports = nic.nic_apply(tb.fastiov, root, tb.allow_host_changes, run, writer=FakeSysfs(root))
     assert [len(r.vfs) for r in reports] == [8, 8]
     lines = [json.loads(x) for x in (run / nic.NIC_RECORDS_FILE).read_text().splitlines()]
     hp = lines[0]
     assert hp["event"] == "hugepages" and hp["requested"] == 32768 and hp["got"] == 20000 and hp["ok"] is False
     assert sum(1 for x in lines if x["event"] == "create_vfs") == 2
     assert {x["pf"] for x in lines if x["event"] == "bind_vf"} == {PF0, PF1}
-    nic.nic_release(tb, run, root=root, writer=FakeSysfs(root))
+    nic.nic_release(tb.fastiov, root, tb.allow_host_changes, run, writer=FakeSysfs(root))
     assert nic.list_vfs(root, PF0) == []
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from fastiov_lib.analysis import qemu_timeline as qt
-from fastiov_lib.analysis.instrumentation import STAGE_COLUMNS, build_stages_csv, read_stages
+from fastiov_lib.analysis.instrumentation import STAGE_COLUMNS, read_stages
+from fastiov_lib.bench.stage_records import build_stages_csv
 from fastiov_lib.report import claims
 
 from synthetic_runs import T0, write_run

@@ -5,7 +5,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastiov_lib.analysis.instrumentation import build_stages_csv, read_stages
+from fastiov_lib.analysis.instrumentation import read_stages
+from fastiov_lib.bench.stage_records import build_stages_csv
 from fastiov_lib.analysis.qemu_timeline import VF_OPEN_STAGE
 from fastiov_lib.config import load_testbed
 from fastiov_lib.testbeds.fastiov_host import round_hooks as hostbench

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fastiov_lib.hw import discovery, nic
-from fastiov_lib.hw.fake_sysfs import FakeHostSpec, FakeSysfs, build_fake_host
+from fastiov_lib.hw.fake_sysfs import FakeHostSpec, FakeSysfs
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host
 
 REPO = Path(__file__).resolve().parent.parent
 PF0 = "0000:e3:00.0"

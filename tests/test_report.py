@@ -51,7 +51,8 @@ def test_single_figures_and_experiment_summaries_for_the_bench_notebooks(tmp_pat
         report.figure(run, "nope")
 
 
-def test_report_builds_stages_from_instrumentation_logs(tmp_path):
+def test_report_shows_the_stages_built_from_instrumentation_logs(tmp_path):
+    from fastiov_lib.bench.stage_records import build_stages_csv
     run = write_run(tmp_path / "host", kind="fastiov", variants={"vanilla": 800.0}, concurrency=(2,), repeats=1,
                     noise_ms=0.0, slope_ms=0.0)
     ts = pd.Timestamp(T0 + 50_000_000, tz="UTC").isoformat().replace("+00:00", "Z")
@@ -60,6 +61,7 @@ def test_report_builds_stages_from_instrumentation_logs(tmp_path):
     for pid, el in ((11, 300_000_000), (12, 500_000_000)):
         (logs_dir / f"cnicmp-{pid}.log").write_text(
             f'{ts}\tINFO\tCNI_startSandbox3\t{{"record_id": "start", "start_t": "{ts}", "elapsed_ns": {el}}}\n')
+    build_stages_csv(run)  # what the sweep does after each round once the hooks collected the logs
     text = report.write_report(run).read_text()
     assert (run / "stages.csv").exists()
     assert "component stage records" in text and "CNI_startSandbox3" in text

@@ -10,7 +10,7 @@ import pytest
 
 from fastiov_lib.testbeds.fastiov_host import runtime_config as rc
 from fastiov_lib.config import load_testbed
-from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.hw.host_steps import HostChangesNotAllowed
 
 EXAMPLE = "testbeds/fastiov-e810.example.yaml"

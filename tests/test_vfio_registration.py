@@ -9,7 +9,8 @@ import pytest
 
 from fastiov_lib.config import load_testbed
 from fastiov_lib.hw import nic
-from fastiov_lib.hw.fake_sysfs import FakeHostSpec, FakeSysfs, build_fake_host, spec_for_testbed
+from fastiov_lib.hw.fake_sysfs import FakeHostSpec, FakeSysfs
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.hw.nic import NicError
 
 EXAMPLE = "testbeds/fastiov-e810.example.yaml"
@@ -47,7 +48,7 @@ def test_registration_issues_the_ioctl_on_a_real_character_device(tmp_path):
 def test_plan_has_one_ioctl_row_per_vf_on_the_vfio_node_between_create_and_bind(tmp_path):
     tb = load_testbed(EXAMPLE)
     root = build_fake_host(tmp_path, spec_for_testbed(tb, configs=False, hugepages_2m=0))
-    steps = {st.name: st.plan() for st in nic.nic_steps(tb, root)}
+    steps = {st.name: st.plan() for st in nic.nic_steps(tb.fastiov, root)}
     rows = steps["vfs 0000:e3:00.0"]
     ioctl = [r for r in rows if r["action"] == "ioctl"]
     assert len(ioctl) == tb.fastiov.vfs_per_pf and {r["target"] for r in ioctl} == {"/dev/vfio/vfio"}
@@ -62,8 +63,8 @@ def test_registration_is_skipped_with_its_reason_on_a_stock_kernel(tmp_path):
     spec = spec_for_testbed(tb, configs=False)
     spec.kernel_release = "6.1.0-40-amd64"
     root = build_fake_host(tmp_path, spec)
-    rows = [r for st in nic.nic_steps(tb, root) for r in st.plan() if r["action"] == "ioctl"]
+    rows = [r for st in nic.nic_steps(tb.fastiov, root) for r in st.plan() if r["action"] == "ioctl"]
     assert len(rows) == 2 and all("is not the patched *-rc5test kernel" in r["value"] for r in rows)
-    reports = nic.nic_apply(tb, root=root, writer=FakeSysfs(root))
+    reports = nic.nic_apply(tb.fastiov, root, tb.allow_host_changes, writer=FakeSysfs(root))
     assert all(r.registered == [] and "not the patched" in r.skipped[0]["reason"] for r in reports)
     assert all(len(r.vfs) == tb.fastiov.vfs_per_pf for r in reports)  # binding went ahead

@@ -124,7 +124,7 @@ def test_module_resolution_follows_modinfo_depends_and_skips_builtins(tmp_path):
 
 def test_build_initramfs_packs_init_busybox_vfbench_and_indexed_modules(tmp_path):
     busybox = shutil.which("busybox")
-    if not busybox or not vsriov._is_static(Path(busybox)):
+    if not busybox or not vsriov.is_static_binary(Path(busybox)):
         pytest.skip("static busybox not installed (apt-get install busybox-static)")
     root = tmp_path / "kernel"
     mods = root / "lib/modules/6.1.0-test"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fastiov_lib.run.rundir import STAGES_FILE
-from fastiov_lib.analysis.pods import ParseReport, read_pods
+from fastiov_lib.analysis.pods import ParseReport
 from fastiov_lib.safe_files import LOG_LIMIT, RECORDS_LIMIT, open_regular
 
 STAGE_COLUMNS = [
@@ -303,33 +302,6 @@ def pods_without_records(stages: pd.DataFrame | None, pods: pd.DataFrame,
     out = ok.groupby(cols, dropna=False).agg(ok_pods=("has", "size"), with_records=("has", "sum")).reset_index()
     out["without_records"] = out["ok_pods"] - out["with_records"]
     return out
-
-
-def build_stages_csv(run_dir: str | Path) -> tuple[Path | None, ParseReport]:
-    """Parse instrumentation logs under run_dir/logs into run_dir/stages.csv (labelled by round).
-
-    Returns (path or None when no record was found, report). The CSV is written atomically.
-    """
-    run_dir = Path(run_dir)
-    df, report = parse_instrumentation_dir(run_dir / "logs")
-    from fastiov_lib.analysis.qemu_timeline import qemu_stages_dir  # a real host's QEMU timelines
-
-    qemu, qemu_report = qemu_stages_dir(run_dir / "logs")
-    report.merge(qemu_report)
-    if df.empty and qemu.empty:
-        return None, report
-    pods, _ = read_pods(run_dir)
-    parts = ([stages_from_instrumentation(df)] if not df.empty else []) + ([qemu] if not qemu.empty else [])
-    stages = join_by_sandbox(assign_rounds(pd.concat(parts, ignore_index=True), pods), pods)
-    # paths relative to the run dir: a run directory is read wherever it is copied to
-    root = run_dir.resolve()
-    stages["file"] = [str(Path(f).resolve().relative_to(root)) if Path(f).resolve().is_relative_to(root) else f
-                      for f in stages["file"]]
-    out = run_dir / STAGES_FILE
-    tmp = out.with_suffix(".csv.tmp")
-    stages.to_csv(tmp, index=False)
-    os.replace(tmp, out)
-    return out, report
 
 
 def read_stages(run_dir: str | Path) -> pd.DataFrame | None:

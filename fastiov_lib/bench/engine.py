@@ -50,6 +50,7 @@ from fastiov_lib.bench.records import (  # the names callers know from the engin
     SweepResult, summary_table,
 )
 from fastiov_lib.bench.rounds import AsyncRunner, remove_sandboxes, run_round
+from fastiov_lib.bench.stage_records import build_stages_csv
 
 # ----------------------------------------------------------------------------------------------
 # public entry points
@@ -168,6 +169,7 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
             result.rounds.append(info)
             if hooks is not None:
                 hooks.after_round(info, run)
+                build_stages_csv(run.path)  # the component logs the hooks collected, joined to this round's pods
             sweep_bar.update(1)
             if not target.runtime_alive():
                 result.message = (f"containerd stopped during round {info.round_id}; its pods are recorded as "

@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         if root is None or root.resolve() == Path("/"):
             print("error: fake-tree needs --root pointing at a new directory, not /", file=sys.stderr)
             return 2
-        from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+        from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 
         build_fake_host(root, spec_for_testbed(tb, hugepages_2m=0), tb)
         print(f"fake host tree for {tb.name} written to {root} (apply/release there react like the kernel)")
@@ -45,21 +45,24 @@ def _run(args: argparse.Namespace) -> int:
         from fastiov_lib.hw.fake_sysfs import FakeSysfs
 
         writer = FakeSysfs(root)
+    settings, sys_root, source = tb.fastiov, root or tb.sys_root, str(tb.source_path or "")
     try:
+        if settings is None:
+            raise nic.NicError(f"testbed {tb.name!r} has no 'fastiov:' section (a real FastIOV host)")
         if args.action == "plan":
-            rows = nic.nic_plan(tb, root)
+            rows = nic.nic_plan(settings, sys_root)
             print(format_plan(rows))
-            problems = nic.nic_guard_problems(tb, root)
+            problems = nic.nic_guard_problems(settings, sys_root)
             print(f"\n{len(rows)} actions" + ("; REFUSED by guards:\n  " + "\n  ".join(problems) if problems else ""))
             return 1 if problems else 0
         if args.action == "apply":
-            for r in nic.nic_apply(tb, run_dir, root, writer):
+            for r in nic.nic_apply(settings, sys_root, tb.allow_host_changes, run_dir, writer, source):
                 create = [t["duration_ns"] for t in r.timings if t["event"] == "create_vfs"]
                 print(f"{r.pf}: {len(r.vfs)} VFs on {sorted(set(map(str, r.drivers.values())))}"
                       + (f", created in {create[0] / 1e6:.1f} ms" if create else "")
                       + "".join(f"\n  skipped {s['what']}: {s['reason']}" for s in r.skipped))
             return 0
-        for r in nic.nic_release(tb, run_dir, root, writer):
+        for r in nic.nic_release(settings, sys_root, tb.allow_host_changes, run_dir, writer, source):
             print(f"{r.pf}: released {len(r.vfs)} VFs")
         return 0
     except (nic.NicError, HostChangesNotAllowed) as exc:

@@ -1,8 +1,8 @@
 """Generated fake host trees (sysfs, procfs, dev, configs, binaries) for tests and dry-run plans.
 
 A real SR-IOV NIC and IOMMU are the only things this project cannot have, so they are the only
-things faked. `build_fake_host(root, spec)` writes a tree that looks like a FastIOV host below
-`root`; `FakeSysfs(root)` is a `nic.SysfsWriter` that, after each write, applies the reaction the
+things faked. `build_fake_tree(root, spec)` writes a tree that looks like an SR-IOV host below
+`root` (testbeds.fastiov_host.fake_host adds a FastIOV host's configs); `FakeSysfs(root)` is a `nic.SysfsWriter` that, after each write, applies the reaction the
 kernel would (writing `sriov_numvfs` creates VF devices and `virtfn<i>` links, `unbind` / `bind` /
 `drivers_probe` move the `driver` link, `nr_hugepages` reserves what memory allows) and rejects
 what the kernel rejects, with the kernel's errno.
@@ -16,14 +16,10 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastiov_lib.hw.pci import format_pci, parse_pci
 
 FAKE_HOST_MARKER = ".fastiov-fake-host"  # says what the tree is to a person who finds it
-
-if TYPE_CHECKING:
-    from fastiov_lib.config import Testbed
 
 DEVICES_DIR = "sys/devices/pci0000:00"
 DRIVERS_DIR = "sys/bus/pci/drivers"
@@ -82,39 +78,8 @@ class FakeHostSpec:
         "opt/kata3/share/kata-containers/kata-containers.img",
         "opt/kata3/share/kata-containers/kata-containers-e810-sync.img",
     )
-    configs: bool = True  # deploy the runtime configs (containerd, kata, CNI, crictl)
+    configs: bool = True  # fake_host.build_fake_host deploys the runtime configs (containerd, kata, CNI, crictl)
     kata_overrides: dict[str, object] = field(default_factory=dict)  # [hypervisor.qemu] keys to change
-
-
-def spec_for_testbed(testbed: "Testbed", **changes: object) -> FakeHostSpec:
-    """A healthy fake host matching a fastiov testbed file (its PFs, paths, expected kernel)."""
-    s = testbed.fastiov
-    spec = FakeHostSpec()
-    if s is not None:
-        spec.pfs = [FakePf(pf, s.pf_netdevs[i] if i < len(s.pf_netdevs) else f"ens1f{i}",
-                           total_vfs=max(128, s.vfs_per_pf)) for i, pf in enumerate(s.pfs)]
-        spec.kernel_release = "6.4.0" + s.expected_kernel_suffix
-        spec.cmdline = f"BOOT_IMAGE=/vmlinuz-{spec.kernel_release} ro intel_iommu=on iommu=pt"
-        spec.hugepages_2m = s.hugepages_2m
-        spec.hugepages_max = max(spec.hugepages_max, s.hugepages_2m)
-        spec.fastiov_device = str(s.fastiov_device).lstrip("/")
-        bins = {
-            str(s.qemu_fastiov).lstrip("/"): "QEMU emulator version 6.2.0",
-            str(s.qemu_vanilla).lstrip("/"): "QEMU emulator version 6.2.0",
-            str(s.kata_prefix / "bin/kata-runtime").lstrip("/"): "kata-runtime  : 3.0.2",
-            str(s.kata_prefix / "bin/containerd-shim-kata-v2").lstrip("/"): "containerd-shim-kata-v2 3.0.2",
-            "usr/local/bin/containerd": "containerd github.com/containerd/containerd v1.3.10-fastiov 0000000",
-            str(s.cni_bin_dir / "fastiov").lstrip("/"): "fastiov CNI plugin",
-        }
-        spec.binaries = bins
-        spec.links = {"usr/local/bin/containerd-shim-kata3-v2": str(s.kata_prefix / "bin/containerd-shim-kata-v2")}
-        spec.data_files = tuple(str(p).lstrip("/") for p in (s.guest_kernel_fastiov, s.guest_kernel_vanilla,
-                                                             s.image_async, s.image_sync))
-    for key, value in changes.items():
-        if not hasattr(spec, key):
-            raise KeyError(f"FakeHostSpec has no field {key!r}")
-        setattr(spec, key, value)
-    return spec
 
 
 def _write(path: Path, text: str) -> None:
@@ -133,8 +98,10 @@ def _hex_ip(a: int, b: int, c: int, d: int) -> str:
     return f"{d:02X}{c:02X}{b:02X}{a:02X}"  # proc/net/route prints little-endian hex
 
 
-def build_fake_host(root: Path, spec: FakeHostSpec | None = None, testbed: "Testbed | None" = None) -> Path:
-    """Write a fake FastIOV host below `root` and return it; `testbed` fills config paths."""
+def build_fake_tree(root: Path, spec: FakeHostSpec | None = None) -> Path:
+    """Write a fake SR-IOV host's hardware view below `root` (sysfs, procfs, dev, binaries) and return it.
+
+    The runtime configs a FastIOV host also has are written by testbeds.fastiov_host.fake_host."""
     spec = spec or FakeHostSpec()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -205,14 +172,6 @@ def build_fake_host(root: Path, spec: FakeHostSpec | None = None, testbed: "Test
         _link(root / rel, target)
     for rel in spec.data_files:
         _write(root / rel, "")
-    if spec.configs:
-        from fastiov_lib.testbeds.fastiov_host import runtime_config
-
-        runtime_config.deploy_fake_configs(root, testbed, spec.kata_overrides)
-        if testbed is not None and testbed.fastiov is not None:  # log dirs, guest kernel config, build tools
-            from fastiov_lib.testbeds.fastiov_host.fake_extras import write_host_extras
-
-            write_host_extras(root, testbed)
     return root
 
 

@@ -10,8 +10,8 @@ generated tree in tests, `/` inside the virtual SR-IOV guest):
 Every write goes through a `SysfsWriter`, so a test tree can react to it like the kernel does.
 
 This module runs inside a minimal QEMU guest too: it imports only the standard library and
-`fastiov_lib.hw.host_steps` (itself stdlib-only). The functions `prepare_vfs` / `release_vfs` need no
-Testbed object.
+`fastiov_lib.hw.host_steps` (itself stdlib-only). It takes the settings it needs (the testbed file's
+`fastiov:` section, a root, whether host changes are allowed), never a whole testbed.
 """
 from __future__ import annotations
 
@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from fastiov_lib.hw.pci import PciAddressError, parse_pci, pci_dir
 from fastiov_lib.hw.discovery import (  # re-exported: callers use nic.X
-    GuardError, NicError, PhysicalFunction, _read, current_driver, describe_pf, discover_pfs, guard_problems,
+    GuardError, NicError, PhysicalFunction, current_driver, describe_pf, discover_pfs, guard_problems,
     kernel_int, list_vfs, predict_vf_addresses,
 )
 from fastiov_lib.hw.host_steps import Action, HostChangesNotAllowed, Step, require_host_changes
+from fastiov_lib.safe_files import read_kernel_text
 
 if TYPE_CHECKING:  # only for type hints: the guest path must not need pydantic models
-    from fastiov_lib.config import Testbed
+    from fastiov_lib.config import FastiovHostSettings
 
 NIC_RECORDS_FILE = "nic.jsonl"
 HUGEPAGES_2M = "sys/kernel/mm/hugepages/hugepages-2048kB"
@@ -249,7 +250,7 @@ def registration_disabled(root: Path, s: Any) -> str:
         return "fastiov_register is never" if s.fastiov_register == "never" else "fastiov_register_ioctl is null"
     if s.fastiov_register == "always":
         return ""
-    release = (_read(Path(root) / "proc/sys/kernel/osrelease") or "").strip()
+    release = (read_kernel_text(Path(root) / "proc/sys/kernel/osrelease") or "").strip()
     if release.endswith(s.expected_kernel_suffix):
         return ""
     return (f"kernel {release or 'unknown'} is not the patched *{s.expected_kernel_suffix} kernel "
@@ -338,7 +339,7 @@ def release_vfs(root: Path, pf: str, writer: SysfsWriter | None = None, restore_
                        records_file=str(records_file) if records_file else None)
     base = root / "sys/bus/pci"
     for vf in info.vfs:
-        if (_read(base / "devices" / vf / "driver_override") or "(null)") != "(null)":
+        if (read_kernel_text(base / "devices" / vf / "driver_override") or "(null)") != "(null)":
             _timed_write(writer, base / "devices" / vf / "driver_override", "\n", "clear the override", report)
         cur = current_driver(root, vf)
         if cur is not None:
@@ -362,18 +363,11 @@ def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
-# ---------------------------------------------------------------- testbed level
+# ---------------------------------------------------------------- a host's whole NIC set-up
 
-def _settings(testbed: "Testbed"):
-    if testbed.fastiov is None:
-        raise NicError(f"testbed {testbed.name!r} has no 'fastiov:' section (a real FastIOV host)")
-    return testbed.fastiov
-
-
-def nic_steps(testbed: "Testbed", root: Path | None = None) -> list[Step]:
-    """The NIC set-up of a fastiov testbed as plan steps: hugepages, then per PF every write."""
-    s = _settings(testbed)
-    root = Path(root or testbed.sys_root)
+def nic_steps(s: "FastiovHostSettings", root: Path) -> list[Step]:
+    """The NIC set-up of a FastIOV host as plan steps: hugepages, then per PF every write."""
+    root = Path(root)
     steps = [Step("hugepages", [Action("write", w.path, w.value, w.why)
                                 for w in plan_hugepages(root, s.hugepages_2m)])]
     for pf in s.pfs:
@@ -408,34 +402,33 @@ def register_actions(root: Path, s: Any, pf: str) -> list[Action]:
     return out
 
 
-def nic_guard_problems(testbed: "Testbed", root: Path | None = None) -> list[str]:
-    """Every guard violation of the testbed's PFs (empty when the NIC set-up is safe to apply)."""
-    s = _settings(testbed)
-    root = Path(root or testbed.sys_root)
+def nic_guard_problems(s: "FastiovHostSettings", root: Path) -> list[str]:
+    """Every guard violation of the host's PFs (empty when the NIC set-up is safe to apply)."""
+    root = Path(root)
     out: list[str] = []
     for pf in s.pfs:
         out.extend(guard_problems(root, pf, s.vfs_per_pf, s.pf_netdevs))
     return out
 
 
-def nic_plan(testbed: "Testbed", root: Path | None = None) -> list[dict[str, str]]:
+def nic_plan(s: "FastiovHostSettings", root: Path) -> list[dict[str, str]]:
     """Plan rows (step, action, target, value, why) of the NIC set-up; nothing is written."""
     rows: list[dict[str, str]] = []
-    for step in nic_steps(testbed, root):
+    for step in nic_steps(s, root):
         rows.extend(step.plan())
     return rows
 
 
-def nic_apply(testbed: "Testbed", run_path: Path | None = None, root: Path | None = None,
-              writer: SysfsWriter | None = None) -> list[NicReport]:
+def nic_apply(s: "FastiovHostSettings", root: Path, allow_host_changes: bool, run_path: Path | None = None,
+              writer: SysfsWriter | None = None, source: str = "") -> list[NicReport]:
     """Hugepages, then create and bind the VFs of every PF; timings appended to <run>/nic.jsonl.
 
-    Refused without `allow_host_changes: true`; all guards are checked before the first write.
+    Refused without `allow_host_changes` (the testbed file `source` says so); all guards are checked
+    before the first write.
     """
-    s = _settings(testbed)
-    require_host_changes(testbed.allow_host_changes, "NIC set-up", str(testbed.source_path or ""))
-    root = Path(root or testbed.sys_root)
-    problems = nic_guard_problems(testbed, root)
+    require_host_changes(allow_host_changes, "NIC set-up", source)
+    root = Path(root)
+    problems = nic_guard_problems(s, root)
     if problems:
         raise GuardError("; ".join(problems))
     records_file = Path(run_path) / NIC_RECORDS_FILE if run_path else None
@@ -453,12 +446,11 @@ def nic_apply(testbed: "Testbed", run_path: Path | None = None, root: Path | Non
     return reports
 
 
-def nic_release(testbed: "Testbed", run_path: Path | None = None, root: Path | None = None,
-                writer: SysfsWriter | None = None) -> list[NicReport]:
+def nic_release(s: "FastiovHostSettings", root: Path, allow_host_changes: bool, run_path: Path | None = None,
+                writer: SysfsWriter | None = None, source: str = "") -> list[NicReport]:
     """Remove the VFs of every PF again (guarded like nic_apply)."""
-    s = _settings(testbed)
-    require_host_changes(testbed.allow_host_changes, "NIC release", str(testbed.source_path or ""))
-    root = Path(root or testbed.sys_root)
+    require_host_changes(allow_host_changes, "NIC release", source)
+    root = Path(root)
     records_file = Path(run_path) / NIC_RECORDS_FILE if run_path else None
     return [release_vfs(root, pf, writer, records_file=records_file) for pf in s.pfs]
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,17 +26,6 @@ def as_frame(obj: Any) -> pd.DataFrame:
     if isinstance(obj, list):
         return pd.DataFrame([dataclasses.asdict(o) if dataclasses.is_dataclass(o) else o for o in obj])
     return pd.DataFrame([{"result": str(obj)}])
-
-
-def read_records_frame(path: Path, first: list[str]) -> pd.DataFrame:
-    """The records of a JSONL file as a DataFrame, the `first` columns leading."""
-    from fastiov_lib.run.rundir import read_jsonl
-
-    records, _ = read_jsonl(Path(path))
-    df = pd.DataFrame(records)
-    if not len(df):
-        return pd.DataFrame(columns=first)
-    return df[[c for c in first if c in df] + [c for c in df if c not in first]]
 
 
 # Text columns are shown whole (claim statements, fixes, paths); wide tables wrap instead of

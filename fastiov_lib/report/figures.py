@@ -127,7 +127,8 @@ def _caption(fig: Figure, caption: str) -> None:
         fig.supxlabel(caption, fontsize=7, color="0.35", fontweight="normal", wrap=True)
 
 
-def _empty(fig: Figure, ax: Axes, message: str, caption: str, title: str) -> Figure:
+def empty_figure(fig: Figure, ax: Axes, message: str, caption: str, title: str) -> Figure:
+    """The figure with `ax` turned into a centred message saying why there is nothing to plot."""
     ax.set_axis_off()
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="0.3",
             wrap=True)
@@ -157,7 +158,7 @@ def startup_vs_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "
         s = s.dropna(subset=["p50_ms"])
         title = "Pod startup latency vs concurrency"
         if s.empty:
-            return _empty(fig, ax, "no successful pods to plot", caption, title)
+            return empty_figure(fig, ax, "no successful pods to plot", caption, title)
         s = s.assign(n=s["pods"] - s["failures"])
         upper = "p99" if int(s["n"].min()) >= MIN_SAMPLES_FOR_P99 else "max"
         pal = variant_palette(s["variant"])
@@ -198,7 +199,7 @@ def cdf_per_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "sta
         fig, axes = _new_figure(max(len(chosen), 1), width=width, share=True)
         title = "CDF of pod startup latency"
         if e.empty or not chosen:
-            return _empty(fig, axes[0], "no successful pods to plot", caption, title)
+            return empty_figure(fig, axes[0], "no successful pods to plot", caption, title)
         levels = sorted(e["concurrency"].unique())
         # qualitative colours: neighbouring levels must not look alike
         level_colours = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
@@ -250,7 +251,7 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
     if breakdown.empty:
         with style():
             fig, (ax,) = _new_figure(width=width)
-            return _empty(fig, ax, "no stage or phase records", caption, title)
+            return empty_figure(fig, ax, "no stage or phase records", caption, title)
     b = breakdown.copy()
     if "experiment" not in b.columns:
         b["experiment"] = ""
@@ -319,7 +320,7 @@ def ablation_bars(comparison: pd.DataFrame, caption: str = "", width: float = FU
     with style():
         fig, (ax,) = _new_figure(width=width)
         if comparison.empty:
-            return _empty(fig, ax, "needs a baseline and at least one other variant\nmeasured at the same concurrency",
+            return empty_figure(fig, ax, "needs a baseline and at least one other variant\nmeasured at the same concurrency",
                           caption, "Effect of each variant vs the baseline")
         c = comparison.copy()
         kind, stat, base = c["kind"].iloc[0], c["stat"].iloc[0], c["baseline"].iloc[0]
@@ -364,7 +365,7 @@ def app_completion(pods: pd.DataFrame, caption: str = "", width: float = FULL_WI
     if df.empty:
         with style():
             fig, (ax,) = _new_figure(width=width)
-            return _empty(fig, ax, "no completed app pods in this run", caption, title)
+            return empty_figure(fig, ax, "no completed app pods in this run", caption, title)
     df = df.assign(app=df["app"].replace("", "app") if "app" in df.columns else "app")
     levels = sorted(int(c) for c in df["concurrency"].unique())
     order = variant_order(df["variant"])

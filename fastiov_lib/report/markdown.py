@@ -8,10 +8,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fastiov_lib.analysis import stats as analysis
-from fastiov_lib.analysis.instrumentation import build_stages_csv
 from fastiov_lib.report import figures as plots
 from fastiov_lib.report import registry
-from fastiov_lib.report.pod_figures import comparison_for, startup_pods  # noqa: F401  (what 04-06 call as report.*)
+from fastiov_lib.report.pod_figures import comparison_for, startup_pods  # noqa: F401  (04-06 call them as report.*)
 from fastiov_lib.report.section import Section
 
 FIGURES = [i.name for i in registry.ITEMS if i.figure is not None]  # the figures' file names, in report order
@@ -51,11 +50,9 @@ def write_section(section: Section, run_dir: Path) -> tuple[str, list[Path]]:
 def write_report(run_dir: str | Path) -> Path:
     """Write figures/ (PNG + PDF) and report.md into the run directory; returns report.md's path.
 
-    Builds stages.csv first when the run has instrumentation logs but no stages.csv yet.
+    The component stage records are read from stages.csv, which the sweep writes (bench.stage_records).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "stages.csv").exists() and (run_dir / "logs").is_dir():
-        build_stages_csv(run_dir)
     run = analysis.load_run(run_dir)
     figures_dir = run_dir / "figures"
     parts: list[str] = []

@@ -68,7 +68,7 @@ def breakdown_by_mode(df: pd.DataFrame, missing: pd.DataFrame, caption: str = ""
         fig = plots.ReportFigure(figsize=(COLUMN_IN, 0.9 + 1.35 * max(len(modes), 1)), layout="constrained")
         axes = fig.subplots(max(len(modes), 1), 1, squeeze=False, sharex=True).ravel()
         if not modes:
-            return plots._empty(fig, axes[0], "no stage records in this run", caption, "Stages")
+            return plots.empty_figure(fig, axes[0], "no stage records in this run", caption, "Stages")
         order = [s for s in _order(df["stage"]) if s not in MARKERS]
         palette = plots.variant_palette(modes)
         for ax, mode in zip(axes, modes):
@@ -101,7 +101,7 @@ def growth_with_concurrency(df: pd.DataFrame, caption: str = "") -> Figure:
         for extra in axes[len(modes):]:
             extra.set_visible(False)
         if not modes:
-            return plots._empty(fig, axes[0], "no stage records in this run", caption, "Stages")
+            return plots.empty_figure(fig, axes[0], "no stage records in this run", caption, "Stages")
         order = [s for s in _order(df["stage"]) if s != "CNI_pod_setup" and s not in MARKERS]
         import seaborn as sns
 

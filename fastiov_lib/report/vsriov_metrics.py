@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from fastiov_lib.analysis import vsriov_startup as startup
-from fastiov_lib.analysis.vsriov import NIC_STEPS, dma_frame, inner_qemu_frame, nic_steps_frame, parallel_frame, vfio_frame
+from fastiov_lib.analysis.vsriov import (NIC_STEPS, dma_frame, inner_qemu_frame, nic_steps_frame, parallel_frame,
+                                         vfio_frame)
 from fastiov_lib.run.rundir import VSRIOV_FILE, read_jsonl
 
 

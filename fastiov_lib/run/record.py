@@ -29,7 +29,8 @@ RESULT_BOOT_PARAMS = frozenset({
     "isolcpus", "nohz_full", "rcu_nocbs", "rcu_nocb_poll", "irqaffinity", "maxcpus", "nr_cpus", "nosmt", "nohz",
     "mitigations", "spectre_v2", "pti", "nopti", "threadirqs", "preempt",
     "intel_pstate", "processor.max_cstate", "intel_idle.max_cstate", "idle", "cpufreq.default_governor",
-    "iommu", "intel_iommu", "amd_iommu", "iommu.passthrough", "iommu.strict", "pci", "vfio_iommu_type1.allow_unsafe_interrupts",
+    "iommu", "intel_iommu", "amd_iommu", "iommu.passthrough", "iommu.strict", "pci",
+    "vfio_iommu_type1.allow_unsafe_interrupts",
     "hugepages", "hugepagesz", "default_hugepagesz", "transparent_hugepage", "init_on_alloc", "init_on_free",
 })
 

@@ -318,8 +318,9 @@ def create_run_dir(testbed: Testbed, profile: Profile, run_id: str | None = None
     """Create results/<run-id>/ with run.json, or reopen it to resume the same run.
 
     `facts` is what the testbed's back end says about itself (`TestbedBackend.facts()`): its kind,
-    baseline variant and comparison go into the run record. An existing run directory is extended only by the same testbed and profile on the same host;
-    `extend_foreign` allows it anyway (recorded in run.json under `extended_by`).
+    baseline variant and comparison go into the run record. An existing run directory is extended only
+    by the same testbed and profile on the same host; `extend_foreign` allows it anyway (recorded in
+    run.json under `extended_by`).
     """
     run_id = check_run_id(run_id or new_run_id(testbed.name, profile.name))
     root = results_root or testbed.resolve_results_dir()

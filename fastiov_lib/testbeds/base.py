@@ -161,24 +161,18 @@ class TestbedBackend(ABC):
         """Why this testbed starts no pods ("" where it does)."""
         return ""
 
-    # ---- the real host's view, shown on every testbed (01-03)
+    # ---- the real host's view, shown on every testbed (01-03; elsewhere: fastiov_host.examples.ExampleRealHost)
+    @abstractmethod
     def real_host_testbed(self) -> "Testbed":
-        """The real-host testbed whose build and NIC plans the notebooks show (here: the example file)."""
-        from fastiov_lib.testbeds.fastiov_host.examples import example_testbed
+        """The real-host testbed whose build and NIC plans the notebooks show."""
 
-        return example_testbed()
-
+    @abstractmethod
     def real_host_checks(self) -> tuple[list["Check"], str]:
         """The real host's readiness checks and where they were run."""
-        from fastiov_lib.testbeds.fastiov_host.examples import example_host_checks
 
-        return example_host_checks(), "generated fake tree (example)"
-
+    @abstractmethod
     def real_host_nic_plan(self) -> list[dict[str, str]]:
-        """The real host's NIC set-up as plan rows (a dry run against a fake tree here)."""
-        from fastiov_lib.testbeds.fastiov_host.examples import example_nic_plan
-
-        return example_nic_plan()
+        """The real host's NIC set-up as plan rows."""
 
     # ---- provenance
     def describe(self) -> dict[str, Any]:

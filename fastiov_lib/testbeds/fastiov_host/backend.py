@@ -57,7 +57,9 @@ class FastiovHostBackend(TestbedBackend):
     def prepare_nic(self, run: RunDir, profile: Profile) -> Tables:
         from fastiov_lib.hw.nic import nic_apply
 
-        reports = nic_apply(self.testbed, run.path, writer=self.sysfs_writer)
+        tb = self.testbed
+        reports = nic_apply(tb.fastiov, tb.sys_root, tb.allow_host_changes, run.path, self.sysfs_writer,
+                            str(tb.source_path or ""))
         result = pd.DataFrame([{"pf": r.pf, "vf": vf, "driver": r.drivers.get(vf)}
                                for r in reports for vf in r.vfs] +
                               [{"pf": r.pf, "vf": "", "driver": f"skipped {x['what']}: {x['reason']}"}
@@ -74,7 +76,7 @@ class FastiovHostBackend(TestbedBackend):
     def real_host_nic_plan(self) -> list[dict[str, str]]:
         from fastiov_lib.hw.nic import nic_plan
 
-        return nic_plan(self.testbed)
+        return nic_plan(self.testbed.fastiov, self.testbed.sys_root)
 
     def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:
         from fastiov_lib.testbeds.fastiov_host.runtime_config import VARIANTS

@@ -11,6 +11,7 @@ from fastiov_lib.config import Profile
 from fastiov_lib.run.rundir import RunDir
 from fastiov_lib.testbeds.base import AppEndpoint, PodTarget, SweepPlan, SweepSpec, Tables, TestbedBackend
 from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.fastiov_host.examples import ExampleRealHost
 from fastiov_lib.testbeds.local import instrumented
 from fastiov_lib.testbeds.local import testbed as local_testbed
 from fastiov_lib.testbeds.base import BackendError
@@ -40,7 +41,7 @@ def _report_text(report: local_testbed.CleanupReport) -> str:
     return "\n".join(lines)
 
 
-class LocalBackend(TestbedBackend):
+class LocalBackend(ExampleRealHost, TestbedBackend):
     kind = "local"
     description = "private containerd + runc + CNI on this machine"
     baseline_variant = "none"
@@ -201,7 +202,7 @@ class LocalBackend(TestbedBackend):
 
 class InstrumentedRoundHooks:
     """Around each round of the instrumented containerd: activate the round's CNI mode (1.3 has one
-    conf_dir); afterwards copy its new timing records into the run and rebuild stages.csv."""
+    conf_dir); afterwards copy its new timing records into the run's logs (the sweep rebuilds stages.csv)."""
 
     def __init__(self, testbed):
         self.testbed = testbed
@@ -214,7 +215,4 @@ class InstrumentedRoundHooks:
             run.update_record(containerd=instrumented.provenance(self.testbed))
 
     def after_round(self, round_info: Any, run: RunDir) -> None:
-        from fastiov_lib.analysis.instrumentation import build_stages_csv
-
-        if instrumented.collect_records(self.testbed, run.logs_dir, round_info.round_id) is not None:
-            build_stages_csv(run.path)
+        instrumented.collect_records(self.testbed, run.logs_dir, round_info.round_id)

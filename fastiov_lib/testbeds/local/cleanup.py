@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 
+from fastiov_lib import sh
 from fastiov_lib.config import Testbed
 from fastiov_lib.testbeds.local import testbed_lock, workdir
-from fastiov_lib.testbeds.local.containerd import _our_shims, _terminate, containerd_pid, stop_containerd
-from fastiov_lib.testbeds.local.network import _delete_link, _link_exists, _links, create_hostdev_pool, hostdev_pool
-from fastiov_lib.testbeds.local.paths import CleanupReport, LOCAL_MODES, LocalPaths, _link_names, _local, _own_link_names, _run, network_name, paths_for
+from fastiov_lib.testbeds.local.containerd import our_shims, terminate_process, containerd_pid, stop_containerd
+from fastiov_lib.testbeds.local.network import delete_link, link_exists, host_links, create_hostdev_pool, hostdev_pool
+from fastiov_lib.testbeds.local.paths import (CleanupReport, LOCAL_MODES, LocalPaths, LocalTestbedError,
+                                              host_link_names, local_settings, network_name, own_link_names,
+                                              paths_for)
 
 
 def cleanup(testbed: Testbed, timeout_s: float = 30.0) -> CleanupReport:
@@ -26,11 +29,11 @@ def cleanup(testbed: Testbed, timeout_s: float = 30.0) -> CleanupReport:
     the hostdev pool is repaired. Standing infrastructure (containerd, bridges, pool, images) stays;
     `down` removes that too.
     """
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     p = paths_for(testbed)
     report = CleanupReport()
     if workdir.adopt_own_layout(p.work_dir, testbed.name):
-        workdir.record_links(p.work_dir, set(_links()) & _own_link_names(testbed))
+        workdir.record_links(p.work_dir, set(host_links()) & own_link_names(testbed))
     if not workdir.require_owned(p.work_dir):  # refuses a folder the testbed did not create
         return report
     with testbed_lock.hold(p.work_dir, "testbed cleanup"):
@@ -46,11 +49,11 @@ def _cleanup_now(testbed: Testbed, loc: Any, p: LocalPaths, report: CleanupRepor
     _release_netns(p, report)
     if containerd_pid(testbed) is None:
         _release_mounts(p, report, keep_root=False)
-    names = _link_names(testbed)
-    links = _links()
+    names = host_link_names(testbed)
+    links = host_links()
     for name, link in links.items():
         if link.get("master") in (names["bridge"],) and link.get("linkinfo", {}).get("info_kind") == "veth":
-            if _delete_link(name):
+            if delete_link(name):
                 report.links.append(name)
     if p.ipam_dir.exists():
         for f in sorted(p.ipam_dir.glob("*/*")):
@@ -67,7 +70,7 @@ def _cleanup_now(testbed: Testbed, loc: Any, p: LocalPaths, report: CleanupRepor
         for f in sorted(used.iterdir()):
             f.unlink(missing_ok=True)
             report.pool_repaired.append(f"{f.name} returned to the pool")
-    if "hostdev" in loc.network_modes and _link_exists(names["hostdev_bridge"]):
+    if "hostdev" in loc.network_modes and link_exists(names["hostdev_bridge"]):
         before = {pl.device for pl in hostdev_pool(testbed) if pl.in_host_netns}
         after = {pl.device for pl in create_hostdev_pool(testbed) if pl.in_host_netns}
         report.pool_repaired.extend(f"{d} recreated" for d in sorted(after - before))
@@ -108,7 +111,7 @@ def _remove_sandboxes_via_cri(testbed: Testbed, report: CleanupReport, timeout_s
                             report.errors.append(err)
                         else:
                             report.sandboxes.append(f"{sb.name} {sb.id[:12]}")
-                in_flight = (p.netns_dir.is_dir() and any(p.netns_dir.iterdir())) or bool(_our_shims(p))
+                in_flight = (p.netns_dir.is_dir() and any(p.netns_dir.iterdir())) or bool(our_shims(p))
                 if (not sandboxes and not in_flight) or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
@@ -122,23 +125,24 @@ def _kill_orphans(p: LocalPaths, report: CleanupReport) -> None:
     """Without containerd: kill our runc containers and shims by their ids."""
     runc_ns = p.runc_root / "k8s.io"
     if runc_ns.is_dir():
-        listing = _run(["runc", "--root", str(runc_ns), "list", "-q"], check=False).stdout.split()
+        listing = sh.run(["runc", "--root", str(runc_ns), "list", "-q"], check=False,
+                         error=LocalTestbedError).stdout.split()
         for cid in listing:
-            state = _run(["runc", "--root", str(runc_ns), "state", cid], check=False)
+            state = sh.run(["runc", "--root", str(runc_ns), "state", cid], check=False, error=LocalTestbedError)
             try:
                 pid = int(json.loads(state.stdout).get("pid", 0))
             except (ValueError, json.JSONDecodeError):
                 pid = 0
-            _run(["runc", "--root", str(runc_ns), "kill", cid, "KILL"], check=False)
-            _run(["runc", "--root", str(runc_ns), "delete", "-f", cid], check=False)
+            sh.run(["runc", "--root", str(runc_ns), "kill", cid, "KILL"], check=False, error=LocalTestbedError)
+            sh.run(["runc", "--root", str(runc_ns), "delete", "-f", cid], check=False, error=LocalTestbedError)
             if pid:
                 report.processes.append(pid)
-    for pid in _our_shims(p):
-        _terminate(pid, str(p.socket), 5.0)
+    for pid in our_shims(p):
+        terminate_process(pid, str(p.socket), 5.0)
         report.processes.append(pid)
 
 
-def _mounts_under(root: Path) -> list[str]:
+def mounts_under(root: Path) -> list[str]:
     out = []
     prefix = str(root).rstrip("/") + "/"
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -149,8 +153,8 @@ def _mounts_under(root: Path) -> list[str]:
 
 
 def _release_mounts(p: LocalPaths, report: CleanupReport, keep_root: bool) -> None:
-    for mnt in _mounts_under(p.work_dir):
-        r = _run(["umount", "-l", mnt], check=False)
+    for mnt in mounts_under(p.work_dir):
+        r = sh.run(["umount", "-l", mnt], check=False, error=LocalTestbedError)
         (report.mounts.append(mnt) if r.returncode == 0 else report.errors.append(f"umount {mnt}: {r.stderr.strip()}"))
 
 
@@ -158,7 +162,7 @@ def _release_netns(p: LocalPaths, report: CleanupReport) -> None:
     if not p.netns_dir.is_dir():
         return
     for ns in sorted(p.netns_dir.iterdir()):
-        _run(["umount", "-l", str(ns)], check=False)
+        sh.run(["umount", "-l", str(ns)], check=False, error=LocalTestbedError)
         try:
             ns.unlink()
             report.netns.append(ns.name)
@@ -170,11 +174,11 @@ def _release_netns(p: LocalPaths, report: CleanupReport) -> None:
 def pod_leftovers(testbed: Testbed) -> list[str]:
     """What pods of the local testbed left behind (should be empty after a round's cleanup)."""
     p = paths_for(testbed)
-    names = _link_names(testbed)
+    names = host_link_names(testbed)
     out: list[str] = []
     if p.netns_dir.is_dir():
         out += [f"netns {ns.name}" for ns in p.netns_dir.iterdir()]
-    links = _links()
+    links = host_links()
     out += [f"link {n} on {l['master']}" for n, l in links.items()
             if l.get("master") == names["bridge"] and l.get("linkinfo", {}).get("info_kind") == "veth"]
     if p.ipam_dir.is_dir():
@@ -191,7 +195,7 @@ def down(testbed: Testbed) -> CleanupReport:
     """Tear the local testbed down completely: pods, containerd, links, pool, mounts, the work dir."""
     p = paths_for(testbed)
     if workdir.adopt_own_layout(p.work_dir, testbed.name):  # made before markers: its links are ours
-        workdir.record_links(p.work_dir, set(_links()) & _own_link_names(testbed))
+        workdir.record_links(p.work_dir, set(host_links()) & own_link_names(testbed))
     if not workdir.require_owned(p.work_dir):  # nothing of ours here: touch nothing
         return CleanupReport()
     with testbed_lock.hold(p.work_dir, "testbed down"):
@@ -207,17 +211,17 @@ def _down_now(testbed: Testbed, p: LocalPaths) -> CleanupReport:
         _kill_orphans(p, report)
         _release_netns(p, report)
         _release_mounts(p, report, keep_root=False)
-    recorded = workdir.recorded_links(p.work_dir) & _own_link_names(testbed)
-    for name in _links():
+    recorded = workdir.recorded_links(p.work_dir) & own_link_names(testbed)
+    for name in host_links():
         if name in recorded:  # only links recorded as created by the testbed
-            if _delete_link(name):
+            if delete_link(name):
                 report.links.append(name)
     for mode in LOCAL_MODES:
         for f in p.cni_cache_dir.glob(f"{network_name(testbed, mode)}-*"):
             f.unlink(missing_ok=True)
             report.cache_files.append(f.name)
     if p.work_dir.exists():
-        if _mounts_under(p.work_dir):
+        if mounts_under(p.work_dir):
             report.errors.append(f"mounts remain under {p.work_dir}; not removing it")
         elif p.instrumented:  # the instrumented containerd's build stays (a rebuild takes minutes), and
             for child in p.work_dir.iterdir():  # the ownership marker with it

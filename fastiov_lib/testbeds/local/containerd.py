@@ -14,15 +14,17 @@ import tomlkit
 
 from fastiov_lib.config import Testbed
 from fastiov_lib.testbeds.local import instrumented, workdir
-from fastiov_lib.testbeds.local.network import _POOL_PLUGIN, conflist_for
-from fastiov_lib.testbeds.local.paths import LOCAL_MODES, LocalPaths, LocalTestbedError, ModeSupport, _local, _tail, _write_if_changed, image_ref, network_name, paths_for, runtime_handler_for
+from fastiov_lib.testbeds.local.network import POOL_PLUGIN, conflist_for
+from fastiov_lib.testbeds.local.paths import (LOCAL_MODES, LocalPaths, LocalTestbedError, ModeSupport, image_ref,
+                                              local_settings, log_tail, network_name, paths_for, runtime_handler_for,
+                                              write_if_changed)
 
 
 def containerd_config(testbed: Testbed, modes: list[str]) -> str:
     """containerd 1.6 config.toml (version 2) for the private instance: own root/state/socket, one
     runtime handler per network mode, restrict_oom_score_adj, netns under the state dir
     (the instrumented 1.3: its version 1 format, see instrumented.config_v1)."""
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     p = paths_for(testbed)
     runc = shutil.which(loc.runc_bin) or loc.runc_bin
     if p.instrumented:
@@ -71,9 +73,9 @@ def containerd_config(testbed: Testbed, modes: list[str]) -> str:
     return header + tomlkit.dumps(doc)
 
 
-def _prepare_work_dir(testbed: Testbed, modes: list[ModeSupport]) -> bool:
+def prepare_work_dir(testbed: Testbed, modes: list[ModeSupport]) -> bool:
     """Write CNI bin dir, conflists and containerd config; returns True if the containerd config changed."""
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     p = paths_for(testbed)
     workdir.claim(p.work_dir, testbed.name)  # refuses a folder the testbed did not create
     for d in (p.work_dir, p.containerd_dir, p.cni_bin, p.ipam_dir, p.pool_dir / "used", p.images_dir, p.pod_logs,
@@ -88,8 +90,8 @@ def _prepare_work_dir(testbed: Testbed, modes: list[ModeSupport]) -> bool:
         if not link.is_symlink() or os.readlink(link) != str(plugin):
             link.unlink(missing_ok=True)
             link.symlink_to(plugin)
-    _write_if_changed(p.cni_bin / "fastiov-pool",
-                      _POOL_PLUGIN.replace("@STATE@", str(p.pool_dir)).replace("@HOSTDEV@", str(src_dir / "host-device")),
+    write_if_changed(p.cni_bin / "fastiov-pool",
+                      POOL_PLUGIN.replace("@STATE@", str(p.pool_dir)).replace("@HOSTDEV@", str(src_dir / "host-device")),
                       0o755)
     usable = [m.mode for m in modes if m.supported and m.mode in loc.network_modes and m.mode in LOCAL_MODES]
     if not usable:
@@ -98,13 +100,13 @@ def _prepare_work_dir(testbed: Testbed, modes: list[ModeSupport]) -> bool:
     for mode in usable:
         conf_dir = p.cni_conf_dir(mode)
         conf_dir.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(conf_dir / f"10-{network_name(testbed, mode)}.conflist",
+        write_if_changed(conf_dir / f"10-{network_name(testbed, mode)}.conflist",
                           json.dumps(conflist_for(testbed, mode), indent=2) + "\n")
     if p.instrumented and not instrumented.active_conf_dir(testbed).is_dir():
         default_mode = "bridge" if "bridge" in usable else usable[0]
         instrumented.activate_mode(testbed, conflist_for(testbed, default_mode) if default_mode != "none" else None,
                                    default_mode, p.socket)
-    return _write_if_changed(p.config, containerd_config(testbed, usable))
+    return write_if_changed(p.config, containerd_config(testbed, usable))
 
 
 def containerd_pid(testbed: Testbed) -> int | None:
@@ -136,7 +138,7 @@ def start_containerd(testbed: Testbed) -> int:
     """Start the private containerd (own session, log to containerd.log) and wait until CRI answers."""
     from fastiov_lib.cri import CriClient, CriError
 
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     p = paths_for(testbed)
     pid = containerd_pid(testbed)
     if pid is not None:
@@ -163,7 +165,7 @@ def start_containerd(testbed: Testbed) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise LocalTestbedError(f"containerd exited with {proc.returncode} during start-up; "
-                                    f"last lines of {p.log_file}:\n{_tail(p.log_file)}")
+                                    f"last lines of {p.log_file}:\n{log_tail(p.log_file)}")
         if p.socket.exists():
             try:
                 with CriClient(p.socket, api="auto", timeout_s=2.0) as cri:
@@ -175,7 +177,7 @@ def start_containerd(testbed: Testbed) -> int:
         time.sleep(0.05)
     stop_containerd(testbed)
     raise LocalTestbedError(f"containerd did not answer on {p.socket} within {loc.start_timeout_s:.0f} s "
-                            f"({last}); see {p.log_file}:\n{_tail(p.log_file)}")
+                            f"({last}); see {p.log_file}:\n{log_tail(p.log_file)}")
 
 
 def stop_containerd(testbed: Testbed, timeout_s: float = 15.0) -> int | None:
@@ -185,12 +187,12 @@ def stop_containerd(testbed: Testbed, timeout_s: float = 15.0) -> int | None:
     if pid is None:
         p.pid_file.unlink(missing_ok=True)
         return None
-    _terminate(pid, str(p.config), timeout_s)
+    terminate_process(pid, str(p.config), timeout_s)
     p.pid_file.unlink(missing_ok=True)
     return pid
 
 
-def _terminate(pid: int, marker: str, timeout_s: float) -> None:
+def terminate_process(pid: int, marker: str, timeout_s: float) -> None:
     for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
@@ -203,7 +205,7 @@ def _terminate(pid: int, marker: str, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
-def _our_shims(p: LocalPaths) -> list[int]:
+def our_shims(p: LocalPaths) -> list[int]:
     """containerd-shim processes serving our socket (they outlive a killed containerd)."""
     marker = str(p.socket)
     out = []

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 
+from fastiov_lib import sh
 from fastiov_lib.config import Testbed
 from fastiov_lib.testbeds.local import workdir
 from fastiov_lib.testbeds.local.oci_image import write_oci_image
-from fastiov_lib.testbeds.local.containerd import _prepare_work_dir, containerd_pid, start_containerd
+from fastiov_lib.testbeds.local.containerd import prepare_work_dir, containerd_pid, start_containerd
 from fastiov_lib.testbeds.local.network import probe_network_modes
-from fastiov_lib.testbeds.local.paths import IMAGES_SRC, IMAGE_PROGRAMS, ImageInfo, LocalTestbedError, _local, _run, image_ref, paths_for
+from fastiov_lib.testbeds.local.paths import (IMAGES_SRC, IMAGE_PROGRAMS, ImageInfo, LocalTestbedError, image_ref,
+                                              local_settings, paths_for)
 
 
 def _build_one(testbed: Testbed, name: str) -> tuple[Path, Path, str]:
@@ -29,8 +31,8 @@ def _build_one(testbed: Testbed, name: str) -> tuple[Path, Path, str]:
         if info.get("source_sha256") == src_sha and info.get("ref") == ref:
             return src, tarball, info["manifest_digest"]
     binary = p.images_dir / name
-    proc = _run(["gcc", "-static", "-O2", "-D_GNU_SOURCE", "-Wall", "-o", str(binary), str(src)], check=False,
-                timeout=120)
+    proc = sh.run(["gcc", "-static", "-O2", "-D_GNU_SOURCE", "-Wall", "-o", str(binary), str(src)], check=False,
+                timeout=120, error=LocalTestbedError)
     if proc.returncode != 0:
         raise LocalTestbedError(f"gcc -static {src} failed (is libc6-dev installed?):\n{proc.stderr.strip()}")
     digest = write_oci_image(binary, name, ref, tarball)
@@ -44,14 +46,14 @@ def build_images(testbed: Testbed, import_images: bool = True) -> list[ImageInfo
     With `import_images`, the local containerd is started if needed and the images are imported
     (`ctr images import`) unless it already has them. Rebuilds only when a C source changed.
     """
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     p = paths_for(testbed)
     workdir.claim(p.work_dir, testbed.name)  # the images live in the work dir: it must be the testbed's own
     built = {name: _build_one(testbed, name) for name in IMAGE_PROGRAMS}
     present: dict[str, bool] = {name: False for name in IMAGE_PROGRAMS}
     if import_images:
         if containerd_pid(testbed) is None:
-            _prepare_work_dir(testbed, probe_network_modes(testbed))
+            prepare_work_dir(testbed, probe_network_modes(testbed))
             start_containerd(testbed)
         from fastiov_lib.cri import CriClient
 
@@ -59,8 +61,8 @@ def build_images(testbed: Testbed, import_images: bool = True) -> list[ImageInfo
             for name, (_src, tarball, digest) in built.items():
                 ref = image_ref(testbed, name)
                 if not _image_matches(cri, ref, digest):
-                    _run([loc.ctr_bin, "-a", str(p.socket), "-n", "k8s.io", "images", "import",
-                          "--snapshotter", "overlayfs", str(tarball)], timeout=300)
+                    sh.run([loc.ctr_bin, "-a", str(p.socket), "-n", "k8s.io", "images", "import",
+                          "--snapshotter", "overlayfs", str(tarball)], timeout=300, error=LocalTestbedError)
                 present[name] = cri.image_present(ref)
                 if not present[name]:
                     raise LocalTestbedError(f"imported {tarball} but containerd does not list {ref}")

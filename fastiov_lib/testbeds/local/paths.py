@@ -5,7 +5,6 @@ Shared by the other local-testbed modules (network, containerd, images, cleanup)
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -219,14 +218,16 @@ class LocalTestbedHandle:
         return gateway_for(self.testbed, mode)
 
 
-def _local(testbed: Testbed):
+def local_settings(testbed: Testbed):
     if testbed.local is None:
         raise LocalTestbedError(f"testbed {testbed.name!r} has no 'local:' section (not a local testbed)")
     return testbed.local
 
 
 def paths_for(testbed: Testbed) -> LocalPaths:
-    return LocalPaths(Path(_local(testbed).work_dir), instrumented=_local(testbed).containerd == "instrumented")
+    """Where everything of this local testbed lives (below local.work_dir)."""
+    loc = local_settings(testbed)
+    return LocalPaths(Path(loc.work_dir), instrumented=loc.containerd == "instrumented")
 
 
 def runtime_handler_for(testbed: Testbed, mode: str) -> str:
@@ -235,49 +236,36 @@ def runtime_handler_for(testbed: Testbed, mode: str) -> str:
 
 
 def network_name(testbed: Testbed, mode: str) -> str:
-    return f"{_local(testbed).link_prefix}-{mode}"
+    return f"{local_settings(testbed).link_prefix}-{mode}"
 
 
 def image_ref(testbed: Testbed, name: str) -> str:
-    return f"fastiov.local/{_local(testbed).link_prefix}-{name}:{IMAGE_TAG}"
+    return f"fastiov.local/{local_settings(testbed).link_prefix}-{name}:{IMAGE_TAG}"
 
 
-def _subnet(testbed: Testbed, mode: str) -> IPv4Network | None:
-    loc = _local(testbed)
+def mode_subnet(testbed: Testbed, mode: str) -> IPv4Network | None:
+    loc = local_settings(testbed)
     return {"bridge": loc.bridge_subnet, "macvlan": loc.macvlan_subnet, "hostdev": loc.hostdev_subnet}.get(mode)
 
 
 def gateway_for(testbed: Testbed, mode: str) -> IPv4Address | None:
     """The host's address in a mode's subnet (None for `none`)."""
-    net = _subnet(testbed, mode)
+    net = mode_subnet(testbed, mode)
     return None if net is None else net.network_address + 1
 
 
-def _link_names(testbed: Testbed) -> dict[str, str]:
-    p = _local(testbed).link_prefix
-    return {"bridge": _local(testbed).bridge_name, "mv_parent": f"{p}mv0", "mv_host": f"{p}mv1",
+def host_link_names(testbed: Testbed) -> dict[str, str]:
+    p = local_settings(testbed).link_prefix
+    return {"bridge": local_settings(testbed).bridge_name, "mv_parent": f"{p}mv0", "mv_host": f"{p}mv1",
             "hostdev_bridge": f"{p}hbr"}
 
 
 def pool_link_names(testbed: Testbed, index: int) -> tuple[str, str]:
-    p = _local(testbed).link_prefix
+    p = local_settings(testbed).link_prefix
     return f"{p}d{index}", f"{p}h{index}"
 
 
-def _run(cmd: list[str], check: bool = True, timeout: float = 60, input: str | None = None
-         ) -> subprocess.CompletedProcess[str]:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
-    except FileNotFoundError:
-        raise LocalTestbedError(f"{cmd[0]}: command not found (install it; see README set-up)") from None
-    except subprocess.TimeoutExpired:
-        raise LocalTestbedError(f"{' '.join(cmd)}: no answer after {timeout:.0f} s") from None
-    if check and proc.returncode != 0:
-        raise LocalTestbedError(f"{' '.join(cmd)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
-    return proc
-
-
-def _write_if_changed(path: Path, text: str, mode: int | None = None) -> bool:
+def write_if_changed(path: Path, text: str, mode: int | None = None) -> bool:
     if path.exists() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -289,15 +277,15 @@ def _write_if_changed(path: Path, text: str, mode: int | None = None) -> bool:
     return True
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
 
 
-def _own_link_names(testbed: Testbed) -> set[str]:
+def own_link_names(testbed: Testbed) -> set[str]:
     """Every host link name this testbed's config gives its links (bridges, macvlan pair, pool)."""
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     pool = {n for i in range(loc.hostdev_pool_size) for n in pool_link_names(testbed, i)}
-    return pool | set(_link_names(testbed).values())
+    return pool | set(host_link_names(testbed).values())

@@ -1,6 +1,6 @@
 """The `local` testbed: a private containerd + runc + CNI plugins that the artifact runs on this machine.
 
-This module is its API (readiness checks, bring-up) and re-exports the parts, one job each:
+This module is its API (readiness checks, bring-up, and the parts' public calls in `__all__`); one job each:
 `paths` (names, work-dir layout, records), `network` (modes, conflists, links, hostdev pool),
 `containerd` (config and process; Debian's 1.6 or the instrumented 1.3 of `instrumented`),
 `images` (pause and workload images), `cleanup` (pod leftovers, teardown).
@@ -46,154 +46,31 @@ import platform
 import shutil
 from pathlib import Path
 
-
+from fastiov_lib import sh
 from fastiov_lib.config import Testbed
 from fastiov_lib.testbeds.checks import Check
 from fastiov_lib.testbeds.local import address_plan, instrumented, testbed_lock, workdir
-from fastiov_lib.testbeds.local.paths import (  # noqa: F401  (the local testbed's API, one import)
-    LOCAL_MODES,
-    PROBED_MODES,
-    IMAGE_PROGRAMS,
-    IMAGE_TAG,
-    IMAGES_SRC,
-    CNI_CACHE_DIR,
-    REQUIRED_PLUGINS,
-    LocalTestbedError,
-    ModeSupport,
-    ImageInfo,
-    PoolLink,
-    CleanupReport,
-    LocalPaths,
-    LocalTestbedHandle,
-    _local,
-    paths_for,
-    runtime_handler_for,
-    network_name,
-    image_ref,
-    _subnet,
-    gateway_for,
-    _link_names,
-    pool_link_names,
-    _run,
-    _write_if_changed,
-    _tail,
-    _own_link_names,
-)
-from fastiov_lib.testbeds.local.network import (  # noqa: F401  (the local testbed's API, one import)
-    _ip,
-    _links,
-    _link_exists,
-    _ensure_addr,
-    _delete_link,
-    probe_network_modes,
-    _POOL_PLUGIN,
-    conflist_for,
-    _setup_links,
-    _setup_links_now,
-    create_hostdev_pool,
-    _create_pool_now,
-    _pool_device_lent,
-    hostdev_pool,
-)
-from fastiov_lib.testbeds.local.containerd import (  # noqa: F401  (the local testbed's API, one import)
-    containerd_config,
-    _prepare_work_dir,
-    containerd_pid,
-    _is_our_process,
-    start_containerd,
-    stop_containerd,
-    _terminate,
-    _our_shims,
-)
-from fastiov_lib.testbeds.local.images import (  # noqa: F401  (the local testbed's API, one import)
-    _build_one,
-    build_images,
-    _image_matches,
-)
-from fastiov_lib.testbeds.local.cleanup import (  # noqa: F401  (the local testbed's API, one import)
-    cleanup,
-    _cleanup_now,
-    _remove_sandboxes_via_cri,
-    _kill_orphans,
-    _mounts_under,
-    _release_mounts,
-    _release_netns,
-    pod_leftovers,
-    down,
-    _down_now,
-)
+from fastiov_lib.testbeds.local.cleanup import cleanup, down, pod_leftovers
+from fastiov_lib.testbeds.local.containerd import (containerd_config, containerd_pid, prepare_work_dir,
+                                                   start_containerd, stop_containerd)
+from fastiov_lib.testbeds.local.images import build_images
+from fastiov_lib.testbeds.local.network import (conflist_for, create_hostdev_pool, host_links, hostdev_pool,
+                                                probe_network_modes, run_ip, setup_links)
+from fastiov_lib.testbeds.local.paths import (LOCAL_MODES, REQUIRED_PLUGINS, CleanupReport, LocalTestbedError,
+                                              LocalTestbedHandle, gateway_for, image_ref, local_settings,
+                                              own_link_names, paths_for)
 
+# the local testbed's API in one import (the back end, the commands and the tests use these)
 __all__ = [
-    "LOCAL_MODES",
-    "PROBED_MODES",
-    "IMAGE_PROGRAMS",
-    "IMAGE_TAG",
-    "IMAGES_SRC",
-    "CNI_CACHE_DIR",
-    "REQUIRED_PLUGINS",
-    "LocalTestbedError",
-    "ModeSupport",
-    "ImageInfo",
-    "PoolLink",
-    "CleanupReport",
-    "LocalPaths",
-    "LocalTestbedHandle",
-    "_local",
-    "paths_for",
-    "runtime_handler_for",
-    "network_name",
-    "image_ref",
-    "_subnet",
-    "gateway_for",
-    "_link_names",
-    "pool_link_names",
-    "_run",
-    "_write_if_changed",
-    "_tail",
-    "_own_link_names",
-    "_ip",
-    "_links",
-    "_link_exists",
-    "_ensure_addr",
-    "_delete_link",
-    "probe_network_modes",
-    "_POOL_PLUGIN",
-    "conflist_for",
-    "_setup_links",
-    "_setup_links_now",
-    "create_hostdev_pool",
-    "_create_pool_now",
-    "_pool_device_lent",
-    "hostdev_pool",
-    "containerd_config",
-    "_prepare_work_dir",
-    "containerd_pid",
-    "_is_our_process",
-    "start_containerd",
-    "stop_containerd",
-    "_terminate",
-    "_our_shims",
-    "_build_one",
-    "build_images",
-    "_image_matches",
-    "cleanup",
-    "_cleanup_now",
-    "_remove_sandboxes_via_cri",
-    "_kill_orphans",
-    "_mounts_under",
-    "_release_mounts",
-    "_release_netns",
-    "pod_leftovers",
-    "down",
-    "_down_now",
-    "local_checks",
-    "ensure_up",
+    "LOCAL_MODES", "CleanupReport", "LocalTestbedError", "LocalTestbedHandle", "build_images", "cleanup",
+    "conflist_for", "containerd_config", "containerd_pid", "create_hostdev_pool", "down", "ensure_up", "gateway_for",
+    "hostdev_pool", "image_ref", "local_checks", "paths_for", "pod_leftovers", "probe_network_modes",
 ]
 
 
 def local_checks(testbed: Testbed) -> list[Check]:
     """Readiness of this machine for the local testbed (02_host on `local`): pass/warn/fail + fix."""
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     checks: list[Check] = []
     root = os.geteuid() == 0
     checks.append(Check("root", "pass" if root else "fail", f"euid {os.geteuid()}",
@@ -207,10 +84,11 @@ def local_checks(testbed: Testbed) -> list[Check]:
         path = shutil.which(binary)
         seen = path or "not found"
         if path and label in ("containerd", "runc"):
-            out = _run([path, "--version"], check=False).stdout.splitlines()
+            out = sh.run([path, "--version"], check=False, error=LocalTestbedError).stdout.splitlines()
             seen = f"{path}: {out[0] if out else '?'}"
         checks.append(Check(f"binary {label}", "pass" if path else "fail", seen, apt_fix))
-    libc_a = _run(["gcc", "-print-file-name=libc.a"], check=False).stdout.strip() if shutil.which("gcc") else ""
+    libc_a = (sh.run(["gcc", "-print-file-name=libc.a"], check=False, error=LocalTestbedError).stdout.strip()
+              if shutil.which("gcc") else "")
     checks.append(Check("static libc (gcc -static)", "pass" if libc_a.startswith("/") else "fail",
                         libc_a or "gcc missing", "apt-get install libc6-dev"))
     for plugin in sorted({x for m in LOCAL_MODES for x in REQUIRED_PLUGINS[m]}):
@@ -220,16 +98,17 @@ def local_checks(testbed: Testbed) -> list[Check]:
     cgroup = "v2 (unified)" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1 (or hybrid)"
     checks.append(Check("cgroups", "pass", cgroup))
     current = Path("/proc/self/oom_score_adj").read_text().strip()
-    lower = _run(["sh", "-c", f"echo {int(current) - 1} > /proc/self/oom_score_adj"], check=False)
+    lower = sh.run(["sh", "-c", f"echo {int(current) - 1} > /proc/self/oom_score_adj"], check=False,
+                   error=LocalTestbedError)
     checks.append(Check("oom_score_adj", "pass",
                         ("lowering it is not permitted here" if lower.returncode else "lowering it is permitted")
                         + "; our containerd config sets restrict_oom_score_adj = true, so runc never tries "
                         "(otherwise: \"can't get final child's PID from pipe\")"))
     if root:
         name = f"{loc.link_prefix}-check"
-        _ip("netns", "del", name, check=False)
-        r = _ip("netns", "add", name, check=False)
-        _ip("netns", "del", name, check=False)
+        run_ip("netns", "del", name, check=False)
+        r = run_ip("netns", "add", name, check=False)
+        run_ip("netns", "del", name, check=False)
         checks.append(Check("network namespaces", "pass" if r.returncode == 0 else "fail",
                             "ip netns add/del works" if r.returncode == 0 else r.stderr.strip(),
                             "the kernel needs CONFIG_NET_NS and the process CAP_SYS_ADMIN"))
@@ -249,7 +128,7 @@ def local_checks(testbed: Testbed) -> list[Check]:
 
 
 def _subnet_checks(testbed: Testbed) -> list[Check]:
-    return address_plan.checks(testbed, _own_link_names(testbed)) + [workdir.check(paths_for(testbed).work_dir)]
+    return address_plan.checks(testbed, own_link_names(testbed)) + [workdir.check(paths_for(testbed).work_dir)]
 
 
 def ensure_up(testbed: Testbed) -> LocalTestbedHandle:
@@ -259,7 +138,7 @@ def ensure_up(testbed: Testbed) -> LocalTestbedHandle:
     pool), starts containerd unless ours is running (restarting it if its config changed), builds
     and imports the images if containerd lacks them.
     """
-    loc = _local(testbed)
+    loc = local_settings(testbed)
     if not testbed.allow_host_changes:
         raise LocalTestbedError(f"testbed {testbed.name!r}: allow_host_changes is false; the local testbed "
                                 "creates links, namespaces and a containerd (set allow_host_changes: true)")
@@ -271,19 +150,19 @@ def ensure_up(testbed: Testbed) -> LocalTestbedHandle:
             raise LocalTestbedError(f"{binary}: not found; apt-get install containerd runc "
                                     "containernetworking-plugins gcc libc6-dev iproute2 util-linux")
     p = paths_for(testbed)
-    address_plan.require_free(testbed, _own_link_names(testbed))  # before anything changes
-    existing = set(_links())
+    address_plan.require_free(testbed, own_link_names(testbed))  # before anything changes
+    existing = set(host_links())
     if workdir.claim(p.work_dir, testbed.name) == "adopted":  # made before markers: its links are ours
-        workdir.record_links(p.work_dir, existing & _own_link_names(testbed))
+        workdir.record_links(p.work_dir, existing & own_link_names(testbed))
     if p.instrumented:
         instrumented.ensure_built(testbed)  # stamped: nothing to do after 01_build
     # one bring-up at a time (a notebook and a CLI call must not start two containerds)
     with testbed_lock.hold(p.work_dir, "testbed up"), open(p.work_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         modes = probe_network_modes(testbed)
-        changed = _prepare_work_dir(testbed, modes)
+        changed = prepare_work_dir(testbed, modes)
         usable = [m.mode for m in modes if m.supported and m.mode in loc.network_modes and m.mode in LOCAL_MODES]
-        _setup_links(testbed, usable)
+        setup_links(testbed, usable)
         if changed and containerd_pid(testbed) is not None:
             stop_containerd(testbed)
         pid = start_containerd(testbed)

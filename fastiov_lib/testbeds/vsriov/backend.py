@@ -7,9 +7,10 @@ from fastiov_lib.config import Profile
 from fastiov_lib.run.rundir import RunDir
 from fastiov_lib.testbeds.base import Tables, TestbedBackend
 from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.fastiov_host.examples import ExampleRealHost
 
 
-class VsriovBackend(TestbedBackend):
+class VsriovBackend(ExampleRealHost, TestbedBackend):
     kind = "vsriov"
     description = "QEMU/TCG guest with an emulated IOMMU and SR-IOV device"
     runs_pods = False
@@ -25,16 +26,16 @@ class VsriovBackend(TestbedBackend):
                                        "note": "vsriov: the guest image is prepared by 03_nic"}])}
 
     def prepare_nic(self, run: RunDir, profile: Profile) -> Tables:
+        from fastiov_lib.analysis.records import records_frame
         from fastiov_lib.hw.nic import NIC_RECORDS_FILE
-        from fastiov_lib.notebook.tables import as_frame, read_records_frame
         from fastiov_lib.report import vsriov_report
         from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
-        result = as_frame(vsriov.run_guest_session(self.testbed, run, profile))
+        result = vsriov.run_guest_session(self.testbed, run, profile).to_frame()
         # the session's own tables (device-set lock, concurrent VM starts, QEMU 6.2.0, claims) so the
         # notebook shows them inline, not only in report.md
         return {"result": result,
-                "timings": read_records_frame(run.path / NIC_RECORDS_FILE, ["event", "pf", "vf", "duration_ns"]),
+                "timings": records_frame(run.path / NIC_RECORDS_FILE, ["event", "pf", "vf", "duration_ns"]),
                 **{f"vsriov_{name}": df for name, df in vsriov_report.tables(run.path).items()}}
 
     def no_pods_reason(self) -> str:

@@ -7,7 +7,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,10 +17,8 @@ from fastiov_lib.config import Testbed, VsriovSettings
 from fastiov_lib.testbeds.vsriov.common import (DEVICES, GUEST_DIR, DeviceModel, GuestImage, GuestKernel, QemuInstall,
                                                 VsriovError, run_cmd, settings_of)
 from fastiov_lib.testbeds.vsriov.initramfs import InitramfsBuilder, InitramfsError, resolve_modules
+from fastiov_lib.testbeds.vsriov.private_apt import PrivateApt
 
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
-DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 HOST_PACKAGES = ("qemu-system-x86", "busybox-static", "gcc", "libc6-dev")
 
 GUEST_MODULES = ("igb", "nvme", "vfio-pci", "vfio_iommu_type1", "virtio_pci", "9pnet_virtio", "9p")
@@ -71,7 +68,7 @@ def missing_host_tools(settings: VsriovSettings) -> list[tuple[str, str]]:
     if not shutil.which(settings.qemu_bin):
         missing.append((settings.qemu_bin, "qemu-system-x86"))
     busybox = shutil.which("busybox")
-    if not busybox or not _is_static(Path(busybox)):
+    if not busybox or not is_static_binary(Path(busybox)):
         missing.append(("busybox (static)", "busybox-static"))
     if not shutil.which("gcc"):
         missing.append(("gcc", "gcc"))
@@ -83,7 +80,7 @@ def missing_host_tools(settings: VsriovSettings) -> list[tuple[str, str]]:
     return missing
 
 
-def _is_static(path: Path) -> bool:
+def is_static_binary(path: Path) -> bool:
     # a dynamically linked ELF has a PT_INTERP segment naming its loader
     try:
         head = path.resolve().read_bytes()[:4096]
@@ -111,64 +108,6 @@ def ensure_host_tools(testbed: Testbed) -> list[str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run_cmd(["apt-get", "-o", "DPkg::Lock::Timeout=600", *command[1:]], 900, "installing host packages", env=env)
     return packages
-
-
-class PrivateApt:
-    """apt-get/apt-cache with their own sources and lists under the work dir.
-
-    Reaches bookworm (+updates, security) and bookworm-backports without touching the host's apt
-    configuration; downloads only (nothing is installed from here).
-    """
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.sources = root / "sources.list"
-        self.lists = root / "lists"
-        self.cache = root / "cache"
-
-    def options(self) -> list[str]:
-        return ["-o", f"Dir::Etc::SourceList={self.sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
-                "-o", f"Dir::State::Lists={self.lists}", "-o", f"Dir::Cache={self.cache}",
-                "-o", "APT::Sandbox::User=root", "-o", "Acquire::Retries=3"]
-
-    def sources_text(self) -> str:
-        signed = f" [signed-by={DEBIAN_KEYRING}]" if DEBIAN_KEYRING.exists() else ""
-        return "".join([
-            f"deb{signed} {DEBIAN_MIRROR} bookworm main\n",
-            f"deb{signed} {DEBIAN_MIRROR} bookworm-updates main\n",
-            f"deb{signed} {DEBIAN_SECURITY} bookworm-security main\n",
-            f"deb{signed} {DEBIAN_MIRROR} bookworm-backports main\n",
-        ])
-
-    @property
-    def fresh(self) -> bool:
-        stamp = self.root / "updated"
-        return stamp.exists() and time.time() - stamp.stat().st_mtime < 7 * 86400 and \
-            self.sources.exists() and self.sources.read_text() == self.sources_text()
-
-    def update(self, force: bool = False) -> None:
-        if self.fresh and not force:
-            return
-        (self.lists / "partial").mkdir(parents=True, exist_ok=True)
-        (self.cache / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        self.sources.write_text(self.sources_text())
-        run_cmd(["apt-get", *self.options(), "update"], 600, "apt-get update (private lists for bookworm + backports)")
-        (self.root / "updated").touch()
-
-    def depends(self, package: str) -> list[str]:
-        out = run_cmd(["apt-cache", *self.options(), "depends", package], 60, f"apt-cache depends {package}")
-        return re.findall(r"^\s*Depends:\s*(\S+)", out.stdout, re.M)
-
-    def download(self, spec: str, dest: Path) -> Path:
-        """`apt-get download spec` into dest (e.g. `qemu-system-x86/bookworm-backports`); the .deb path."""
-        dest.mkdir(parents=True, exist_ok=True)
-        name = spec.split("/")[0].split("=")[0]
-        before = set(dest.glob(f"{name}_*.deb"))
-        run_cmd(["apt-get", *self.options(), "download", spec], 900, f"apt-get download {spec}", cwd=dest)
-        debs = sorted(set(dest.glob(f"{name}_*.deb")) - before) or sorted(dest.glob(f"{name}_*.deb"))
-        if not debs:
-            raise VsriovError(f"apt-get download {spec}: no {name}_*.deb appeared in {dest}")
-        return debs[-1]
 
 
 def _extract_deb(deb: Path, dest: Path) -> None:

@@ -21,18 +21,19 @@ from fastiov_lib.analysis.vsriov import EMULATION_NOTE
 from fastiov_lib.run.rundir import VSRIOV_FILE
 from fastiov_lib.testbeds.vsriov.common import (DEVICES, GUEST_DIR, DeviceModel, GuestImage, GuestKernel, QemuInstall,
                                                 VsriovError)
-from fastiov_lib.testbeds.vsriov.image import (HOST_PACKAGES, PrivateApt, SetupStep, _is_static, build_initramfs,
+from fastiov_lib.testbeds.vsriov.image import (HOST_PACKAGES, SetupStep, is_static_binary, build_initramfs,
                                                choose_qemu_and_device, clean, compile_vfbench, ensure_host_tools,
                                                fetch_kernel, missing_host_tools, plan_setup, prepare_guest,
                                                qemu_has_device, qemu_version)
 from fastiov_lib.testbeds.vsriov.plans import GuestPlan, make_plan
+from fastiov_lib.testbeds.vsriov.private_apt import PrivateApt
 from fastiov_lib.testbeds.vsriov.protocol import GuestResult, ResultParseError, parse_result_line
 from fastiov_lib.testbeds.vsriov.session import VsriovResult, console_tail, load_records, run_guest_session
 
 __all__ = [
     "BootOutcome", "boot_guest", "device_args", "qemu_command", "DEVICES", "EMULATION_NOTE", "GUEST_DIR", "VSRIOV_FILE",
     "DeviceModel", "GuestImage", "GuestKernel", "QemuInstall", "VsriovError", "HOST_PACKAGES", "PrivateApt",
-    "SetupStep", "_is_static", "build_initramfs", "choose_qemu_and_device", "clean", "compile_vfbench",
+    "SetupStep", "is_static_binary", "build_initramfs", "choose_qemu_and_device", "clean", "compile_vfbench",
     "ensure_host_tools", "fetch_kernel", "missing_host_tools", "plan_setup", "prepare_guest", "qemu_has_device",
     "qemu_version", "GuestPlan", "make_plan", "GuestResult", "ResultParseError", "parse_result_line", "VsriovResult",
     "console_tail", "load_records", "run_guest_session",

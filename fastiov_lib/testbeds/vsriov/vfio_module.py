@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastiov_lib.testbeds.vsriov.common import GuestKernel, VsriovError, run_cmd
-from fastiov_lib.testbeds.vsriov.image import PrivateApt
+from fastiov_lib.testbeds.vsriov.private_apt import PrivateApt
 
 MODULE_NAME = "vfio-pci-core.ko"
 SOURCE_FILES = ("vfio_pci_core.c", "vfio_pci_intrs.c", "vfio_pci_rdwr.c", "vfio_pci_config.c", "vfio_pci_priv.h",

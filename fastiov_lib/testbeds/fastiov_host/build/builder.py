@@ -50,7 +50,7 @@ from fastiov_lib.testbeds.fastiov_host.build.manifest import (
 )
 from fastiov_lib.testbeds.fastiov_host.build.plan_format import format_build_plan, plan_summary  # noqa: F401
 
-from fastiov_lib.testbeds.fastiov_host.build.source_steps import SourceSteps, _git_head, run_logged  # noqa: E402,F401
+from fastiov_lib.testbeds.fastiov_host.build.source_steps import SourceSteps, run_logged  # noqa: E402,F401
 
 STEPS = ("fetch", "verify", "unpack", "patch", "configure", "build", "install")
 PROVENANCE_FILE = "build_provenance.json"

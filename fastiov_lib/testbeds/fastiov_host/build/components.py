@@ -13,13 +13,10 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from fastiov_lib.config import FastiovHostSettings
 from fastiov_lib.testbeds.base import BackendError
-
-if TYPE_CHECKING:
-    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
 
 PATCHES_DIR = Path(__file__).resolve().parents[4] / "patches"
 DEBIAN_GO = Path("/usr/lib/go-1.19")  # golang-1.19-go; its go.mod needs of kata 3.0.2 are met
@@ -33,6 +30,18 @@ class BuildError(BackendError):
     """A build step failed; the message names component, step, command and log file."""
 
 
+class StepRunner(Protocol):
+    """What a Python step of a component gets to work with (the Builder running it)."""
+
+    ctx: Any  # the build context: settings, root, build_dir, ...
+
+    def variables(self, comp: "Component") -> dict[str, str]: ...
+
+    def patch_file(self, name: str) -> Path: ...
+
+    def run_argv(self, comp: "Component", step: str, argv: list[str], cwd: Path | None, log: Any) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Command:
     """A command of a step: an argument list (placeholders allowed per argument), or a Python call."""
@@ -40,7 +49,7 @@ class Command:
     argv: tuple[str, ...] = ()
     cwd: str = "{src}"
     env: tuple[tuple[str, str], ...] = ()
-    call: Callable[["Builder", "Component", Any], str] | None = field(default=None, compare=False)
+    call: Callable[["StepRunner", "Component", Any], str] | None = field(default=None, compare=False)
     what: str = ""  # plan text for calls
 
     def describe(self) -> str:
@@ -54,7 +63,7 @@ def cmd(*argv: str, cwd: str = "{src}", **env: str) -> Command:
     return Command(argv=tuple(argv), cwd=cwd, env=tuple(env.items()))
 
 
-def call(fn: Callable[["Builder", "Component", Any], str], what: str) -> Command:
+def call(fn: Callable[["StepRunner", "Component", Any], str], what: str) -> Command:
     return Command(call=fn, what=what)
 
 
@@ -128,7 +137,7 @@ def intel_vf_fragment(text: str, ctx: Any) -> str:
 def install_glob(pattern: str, dest: str, mode: int = 0o755) -> Command:
     """Install every file matching `pattern` (relative to the work folder) into `dest`."""
 
-    def run(builder: "Builder", comp: Component, log: Any) -> str:
+    def run(builder: "StepRunner", comp: Component, log: Any) -> str:
         v = builder.variables(comp)
         src = Path(v["src"])
         target = Path(dest.format(**v))
@@ -155,7 +164,7 @@ def kata_cfg_options(patch_text_cfg: str, replace: dict[str, str] | None = None)
 def configure_qemu(replace: dict[str, str] | None = None) -> Command:
     """./configure with the options of the kata.cfg that 0001-qemu.patch adds (the authors' set)."""
 
-    def run(builder: "Builder", comp: Component, log: Any) -> str:
+    def run(builder: "StepRunner", comp: Component, log: Any) -> str:
         from fastiov_lib.testbeds.fastiov_host.build.patching import new_file_text
 
         patch = builder.patch_file("0001-qemu.patch")
@@ -168,7 +177,7 @@ def configure_qemu(replace: dict[str, str] | None = None) -> Command:
     return call(run, "./configure $(options of kata.cfg from 0001-qemu.patch) --disable-werror --meson=meson")
 
 
-def load_fastiov_module(builder: "Builder", comp: Component, log: Any) -> str:
+def load_fastiov_module(builder: "StepRunner", comp: Component, log: Any) -> str:
     settings = builder.ctx.settings
     module = settings.fastiov_module_path if settings else None
     if not module:
@@ -179,7 +188,7 @@ def load_fastiov_module(builder: "Builder", comp: Component, log: Any) -> str:
     return f"insmod {module}; {settings.fastiov_device} present"
 
 
-def _deploy_runtime_configs(builder: "Builder", comp: Component, log: Any) -> str:
+def _deploy_runtime_configs(builder: "StepRunner", comp: Component, log: Any) -> str:
     from fastiov_lib.config import Testbed
     from fastiov_lib.testbeds.fastiov_host import runtime_config
 
