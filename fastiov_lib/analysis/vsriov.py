@@ -10,6 +10,7 @@ run has data for), `claims_table(run_dir)`; the report calls `report_section(run
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from fastiov_lib.analysis import vsriov_startup as startup  # also registers the V10-V13 metrics
+from fastiov_lib.analysis.intervals import Estimate, exact, own_rounds, round_bootstrap
 from fastiov_lib.report import claims
 from fastiov_lib.report import figures as plots
 from fastiov_lib.run.rundir import read_jsonl
@@ -200,15 +202,15 @@ def summary_table(run_dir: str | Path) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------
 
 @claims.register_metric("vsriov_nic_steps_ok")
-def nic_steps_ok(run_dir: Path) -> float | None:
+def nic_steps_ok(run_dir: Path) -> Estimate | None:
     """Fraction of the NIC steps (import, prepare_vfs, release_vfs) that succeeded in the guest."""
     n = nic_steps_frame(run_dir)
     n = n[n["step"].isin(NIC_STEPS)]
-    return None if n.empty else float(n["ok"].astype(bool).mean())
+    return None if n.empty else exact(float(n["ok"].astype(bool).mean()), len(n))
 
 
 @claims.register_metric("vsriov_vfs_bound_fraction")
-def vfs_bound_fraction(run_dir: Path) -> float | None:
+def vfs_bound_fraction(run_dir: Path) -> Estimate | None:
     """After prepare_vfs: fraction of the PF's VFs the guest kernel shows bound to vfio-pci."""
     records, _ = read_jsonl(Path(run_dir) / VSRIOV_FILE)
     seen = [r.get("report") for r in records if r.get("kind") == "nic_step" and r.get("step") == "observe_after_prepare"
@@ -216,48 +218,56 @@ def vfs_bound_fraction(run_dir: Path) -> float | None:
     vfs = [vf for rep in seen for vf in (rep.get("vfs") or {}).values()]
     if not vfs:
         return None
-    return sum(1 for vf in vfs if vf.get("driver") == "vfio-pci") / len(vfs)
+    return exact(sum(1 for vf in vfs if vf.get("driver") == "vfio-pci") / len(vfs), len(vfs))
 
 
-def _dma_medians(run_dir: Path, memory: str) -> pd.Series:
-    d = dma_frame(run_dir)
-    return d[d["memory"] == memory].groupby("mib")["map_ms"].median().sort_index()
+def _r2(x: np.ndarray, y: np.ndarray) -> float:
+    slope, intercept = np.polyfit(x, y, 1)
+    total = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - float(((y - (slope * x + intercept)) ** 2).sum()) / total if total > 0 else math.nan
 
 
 @claims.register_metric("vsriov_dma_linear_r2")
-def dma_linear_r2(run_dir: Path, memory: str = "untouched") -> float | None:
-    """R^2 of a straight line through median MAP_DMA time vs size (None with fewer than 3 sizes)."""
-    med = _dma_medians(run_dir, memory)
-    if len(med) < 3:
+def dma_linear_r2(run_dir: Path, memory: str = "untouched") -> Estimate | None:
+    """R^2 of a straight line through median MAP_DMA time vs size (None with fewer than 3 sizes);
+    every map is its own round."""
+    d = dma_frame(run_dir)
+    d = d[d["memory"] == memory]
+    sizes = sorted(d["mib"].unique())
+    if len(sizes) < 3:
         return None
-    x, y = med.index.to_numpy(float), med.to_numpy(float)
-    slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (slope * x + intercept)
-    total = float(((y - y.mean()) ** 2).sum())
-    return 1.0 - float((resid ** 2).sum()) / total if total > 0 else None
+    groups = {str(m): own_rounds(d.loc[d["mib"] == m, "map_ms"]) for m in sizes}
+    x = np.asarray(sizes, dtype=float)
+    return round_bootstrap(groups, lambda p: _r2(x, np.array([np.median(p[str(m)]) for m in sizes])))
 
 
 @claims.register_metric("vsriov_dma_prefault_speedup")
-def dma_prefault_speedup(run_dir: Path, mib: int | str = "max") -> float | None:
+def dma_prefault_speedup(run_dir: Path, mib: int | str = "max") -> Estimate | None:
     """Median MAP_DMA time of untouched over pre-faulted memory, at the largest (or a given) size."""
-    un, pre = _dma_medians(run_dir, "untouched"), _dma_medians(run_dir, "prefaulted")
-    common = un.index.intersection(pre.index)
-    if common.empty:
+    d = dma_frame(run_dir)
+    common = set(d.loc[d["memory"] == "untouched", "mib"]) & set(d.loc[d["memory"] == "prefaulted", "mib"])
+    if not common:
         return None
-    size = common.max() if mib == "max" else int(mib)
-    if size not in common or pre[size] <= 0:
+    size = max(common) if mib == "max" else int(mib)
+    if size not in common:
         return None
-    return float(un[size] / pre[size])
+    at = d[d["mib"] == size]
+    groups = {m: own_rounds(at.loc[at["memory"] == m, "map_ms"]) for m in ("untouched", "prefaulted")}
+    return round_bootstrap(groups, lambda p: float(np.median(p["untouched"]) / np.median(p["prefaulted"])))
 
 
 @claims.register_metric("vsriov_vfio_ms")
-def vfio_ms(run_dir: Path, operation: str = "open", mode: str = "sequential", stat: str = "median") -> float | None:
-    """VFIO open / reset / close time of a VF (ms; median, min or max over the VFs measured)."""
+def vfio_ms(run_dir: Path, operation: str = "open", mode: str = "sequential", stat: str = "median") -> Estimate | None:
+    """VFIO open / reset / close time of a VF (ms; median, min or max over the VFs measured); every
+    operation is its own round."""
     v = vfio_frame(run_dir)
     v = v[(v["operation"] == operation) & (v["mode"] == mode)]
     if stat not in ("median", "min", "max"):
         raise ValueError(f"vsriov_vfio_ms: stat must be median, min or max, got {stat!r}")
-    return None if v.empty else float(getattr(v["ms"], stat)())
+    if v.empty:
+        return None
+    fn = {"median": np.median, "min": np.min, "max": np.max}[stat]
+    return round_bootstrap({"ops": own_rounds(v["ms"])}, lambda p: float(fn(p["ops"])))
 
 
 @claims.register_metric("vsriov_parallel_ratio")
@@ -271,28 +281,38 @@ def parallel_ratio(run_dir: Path) -> float | None:
     return float(p[p["n"] == p["n"].max()]["ratio"].median())
 
 
-@claims.register_metric("vsriov_vf_start_overhead_ms")
-def vf_start_overhead_ms(run_dir: Path, prealloc: bool = False) -> float | None:
-    """Median VM start with a VF minus without (ms), at the largest inner-VM memory measured."""
+def _inner_qemu_at_max_memory(run_dir: Path) -> pd.DataFrame:
     q = inner_qemu_frame(run_dir)
     q = q[q["rc"] == 0]
-    if q.empty:
-        return None
-    q = q[q["mem_mb"] == q["mem_mb"].max()]
+    return q[q["mem_mb"] == q["mem_mb"].max()] if not q.empty else q
+
+
+def vf_start_overhead_ms(run_dir: Path, prealloc: bool = False) -> float | None:
+    """Median VM start with a VF minus without (ms), at the largest inner-VM memory measured."""
+    q = _inner_qemu_at_max_memory(run_dir)
     base, with_vf = ("prealloc", "prealloc+vf") if prealloc else ("plain", "vf")
-    med = q.groupby("variant")["ms"].median()
+    med = q.groupby("variant")["ms"].median() if not q.empty else pd.Series(dtype=float)
     if base not in med or with_vf not in med:
         return None
     return float(med[with_vf] - med[base])
 
 
 @claims.register_metric("vsriov_vf_start_overhead_ratio")
-def vf_start_overhead_ratio(run_dir: Path) -> float | None:
-    """The VF's extra VM-start time with untouched memory over that with pre-allocated memory."""
-    untouched, prefaulted = vf_start_overhead_ms(run_dir), vf_start_overhead_ms(run_dir, prealloc=True)
-    if untouched is None or prefaulted is None or prefaulted <= 0:
+def vf_start_overhead_ratio(run_dir: Path) -> Estimate | None:
+    """The VF's extra VM-start time with untouched memory over that with pre-allocated memory
+    (medians at the largest inner-VM memory; every start is its own round)."""
+    q = _inner_qemu_at_max_memory(run_dir)
+    names = ("plain", "vf", "prealloc", "prealloc+vf")
+    if q.empty or not set(names) <= set(q["variant"]):
         return None
-    return untouched / prefaulted
+    groups = {n: own_rounds(q.loc[q["variant"] == n, "ms"]) for n in names}
+
+    def ratio(p: dict[str, np.ndarray]) -> float:
+        untouched = np.median(p["vf"]) - np.median(p["plain"])
+        prefaulted = np.median(p["prealloc+vf"]) - np.median(p["prealloc"])
+        return float(untouched / prefaulted) if prefaulted > 0 else math.nan
+
+    return round_bootstrap(groups, ratio)
 
 
 def tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -307,14 +327,9 @@ def tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 def claims_table(run_dir: str | Path) -> pd.DataFrame:
     """The virtual SR-IOV claims (data/claims/vsriov.yaml) checked on this run."""
     run_dir = Path(run_dir)
-    rows = []
-    for claim in claims.load_claims([CLAIMS_FILE]):
-        fn = claims.METRICS.get(claim.metric)
-        value = fn(run_dir, **claim.params) if fn else None
-        verdict = claim.check(value)
-        rows.append({"claim": claim.id, "statement": claim.statement, "expected": claim.expected_text(),
-                     "measured": "" if verdict == "not measured" else claim._fmt(float(value)), "verdict": verdict})
-    return pd.DataFrame(rows, columns=["claim", "statement", "expected", "measured", "verdict"])
+    rows = [claims.evaluate_claim(c, run_dir, "vsriov") for c in claims.load_claims([CLAIMS_FILE])]
+    cols = ["claim", "role", "statement", "expected", "measured", "verdict", "why"]
+    return pd.DataFrame(rows).reindex(columns=cols)
 
 
 # ------------------------------------------------------------------------------------------------

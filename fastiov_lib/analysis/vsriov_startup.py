@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from fastiov_lib.analysis.intervals import Estimate, own_rounds, round_bootstrap
 from fastiov_lib.report import claims
 from fastiov_lib.report import figures as plots
 
@@ -152,25 +153,6 @@ def vmstart_summary(run_dir: str | Path) -> pd.DataFrame:
     return out.reset_index().reindex(columns=cols)
 
 
-def vmstart_slope_ms(run_dir: str | Path, config: str) -> float | None:
-    """Least-squares slope of the median per-VM start latency against N (ms per added concurrent VM)."""
-    s = vmstart_summary(run_dir)
-    s = s[(s["config"] == config) & s["start_ms"].notna()]
-    if s["n"].nunique() < 2:
-        return None
-    return float(np.polyfit(s["n"].astype(float), s["start_ms"].astype(float), 1)[0])
-
-
-def vmstart_slope_ratio(run_dir: str | Path) -> float | None:
-    """How much more steeply start latency grows with N in the vanilla configuration than the FastIOV-like one."""
-    van, fast = vmstart_slope_ms(run_dir, "vanilla"), vmstart_slope_ms(run_dir, "fastiov")
-    if van is None or fast is None:
-        return None
-    if fast <= 0:  # the FastIOV-like start does not grow at all: any growth of vanilla is "steeper"
-        return float("inf") if van > 0 else None
-    return van / fast
-
-
 # ------------------------------------------------------------------ QEMU 6.2.0 stock vs patched
 
 def qemu62_frame(run_dir: str | Path) -> pd.DataFrame:
@@ -237,21 +219,65 @@ def qemu62_saving_over_dma_map(run_dir: str | Path) -> float | None:
 # ------------------------------------------------------------------ claim metrics
 
 @claims.register_metric("vsriov_devset_parallel_ratio")
-def devset_parallel_ratio(run_dir: Path, devset: str = "shared") -> float | None:
-    """N parallel VF device opens' wall time over N sequential ones', with one device-set behaviour."""
-    return devset_ratio(run_dir, devset)
+def devset_parallel_ratio(run_dir: Path, devset: str = "shared") -> Estimate | None:
+    """N parallel VF device opens' wall time over N sequential ones' (medians over repeats), with one
+    device-set behaviour; every repeat of either mode is its own round."""
+    df = devset_frame(run_dir)
+    df = df[(df["devset"] == devset) & (df["failed"] == 0)]
+    par, seq = df[df["mode"] == "par"]["open_wall_ms"], df[df["mode"] == "seq"]["open_wall_ms"]
+    if par.empty or seq.empty or not seq.median():
+        return None
+    return round_bootstrap({"par": own_rounds(par), "seq": own_rounds(seq)},
+                           lambda p: float(np.median(p["par"]) / np.median(p["seq"])))
 
 
-@claims.register_metric("vsriov_vmstart_slope_ratio")
-def vmstart_slope_ratio_metric(run_dir: Path) -> float | None:
-    """Slope of per-VM start latency vs N, vanilla-like over FastIOV-like."""
-    return vmstart_slope_ratio(run_dir)
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    xc = x - x.mean()
+    return float(xc @ (y - y.mean()) / (xc @ xc))
+
+
+def vf_open_rounds(run_dir: str | Path) -> dict[tuple[str, int], list[np.ndarray]]:
+    """Per (configuration, N): one array per concurrent start (a round) of its VMs' VF open times (ms,
+    kernel trace: the wait for the device-set lock included)."""
+    df = vmstart_frame(run_dir)
+    df = df[(df["status"] == "ok") & df["vf_open_ms"].notna()]
+    out: dict[tuple[str, int], list[np.ndarray]] = {}
+    for (cfg, n, _rep), g in df.groupby(["config", "n", "rep"], sort=True):
+        out.setdefault((str(cfg), int(n)), []).append(g["vf_open_ms"].to_numpy(dtype=float))
+    return out
+
+
+@claims.register_metric("vsriov_vf_open_slope_difference")
+def vf_open_slope_difference(run_dir: Path, high: str = "vanilla", low: str = "fastiov") -> Estimate | None:
+    """Least-squares slope of the mean per-VM VF open against N, `high` minus `low` configuration
+    (ms per added VM), with an interval from resampled concurrent starts (each start of N VMs a round)."""
+    rounds = vf_open_rounds(run_dir)
+    ns = sorted({n for (c, n) in rounds if c == high} & {n for (c, n) in rounds if c == low})
+    if len(ns) < 2:
+        return None
+    groups = {f"{c}@{n}": rounds[(c, n)] for c in (high, low) for n in ns}
+    x = np.asarray(ns, dtype=float)
+
+    def diff(p: dict[str, np.ndarray]) -> float:
+        return (_slope(x, np.array([p[f"{high}@{n}"].mean() for n in ns]))
+                - _slope(x, np.array([p[f"{low}@{n}"].mean() for n in ns])))
+
+    return round_bootstrap(groups, diff)
 
 
 @claims.register_metric("vsriov_qemu62_saving_over_dma_map")
-def qemu62_saving_metric(run_dir: Path) -> float | None:
-    """The patched QEMU 6.2.0's start saving over stock's DMA-map time of guest RAM."""
-    return qemu62_saving_over_dma_map(run_dir)
+def qemu62_saving_metric(run_dir: Path) -> Estimate | None:
+    """The patched QEMU 6.2.0's start saving over stock's DMA-map time of guest RAM (medians); every
+    start is its own round."""
+    df = qemu62_frame(run_dir)
+    df = df[df["status"] == "ok"]
+    stock, patched = df[df["qemu"] == "stock"], df[df["qemu"] == "fastiov"]
+    if stock.empty or patched.empty or not stock["dma_map_ms"].median() > 0:
+        return None
+    groups = {"stock": own_rounds(stock["start_ms"]), "fastiov": own_rounds(patched["start_ms"]),
+              "map": own_rounds(stock["dma_map_ms"])}
+    return round_bootstrap(groups, lambda p: float((np.median(p["stock"]) - np.median(p["fastiov"]))
+                                                   / np.median(p["map"])))
 
 
 # ------------------------------------------------------------------ figures

@@ -83,6 +83,53 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
     return "\n".join(lines) + "\n"
 
 
+def claims_sections(table: pd.DataFrame) -> list[str]:
+    """The claims (decided on intervals), the harness checks (exact counts), and every recorded
+    change of a threshold or removal of a claim, with its reason."""
+    cols = ["claim", "readme", "statement", "expected", "measured", "verdict", "why", "figure"]
+    is_check = table["role"] == "check"
+    history = claims.threshold_history()
+    return [
+        "\n## Claims\n",
+        "Every claim of the paper and the artifact: the ones this run's testbed cannot check say which "
+        "testbed they need; `readme` is the README's claim (C1-C11), `figure` the figure that shows it. "
+        "`measured` is the estimate with its 95% interval from resampled rounds (pods of one round share "
+        "its fate) and the rounds and samples behind it. A claim *holds* when its whole interval lies on "
+        "the claimed side of the threshold, *fails* when its whole interval lies on the other side, and is "
+        "*inconclusive* when the interval contains the threshold or there are too few rounds for one "
+        "(`why` says what would decide it).\n",
+        _md_table(table.loc[~is_check, cols]),
+        "\n## Harness checks\n",
+        "Exact counts of what the run recorded: the artifact worked as it should (not claims about the "
+        "system).\n",
+        _md_table(table.loc[is_check, ["claim", "statement", "expected", "measured", "verdict"]]),
+        "\n## Threshold changes and removed claims\n",
+        "Thresholds come from the paper's numbers or the mechanism (each claim's `threshold_from` in "
+        "fastiov_lib/data/claims/); any change made after seeing data is listed here with its reason.\n",
+        _md_table(history),
+    ]
+
+
+def rounds_section(run_dir: Path) -> list[str]:
+    """The rounds in the order they ran (rounds.jsonl): variant, level, repeat, load per core before
+    and after, kernel; variants interleave so that the host's drift falls on every variant alike."""
+    from fastiov_lib.run.rounds import read_rounds, rounds_frame
+
+    records, _ = read_rounds(run_dir)
+    if not records:
+        return []
+    df = rounds_frame(records).sort_values(["wall_start_ns"])
+    df["seconds"] = (df["wall_end_ns"] - df["wall_start_ns"]) / 1e9
+    cols = ["order_index", "experiment", "variant", "concurrency", "repeat", "pods", "seconds",
+            "load_per_core_before", "load_per_core_after", "kernel_release"]
+    seeds = sorted({r.sweep_seed for r in records if r.sweep_seed is not None})
+    return ["\n## Rounds in the order they ran\n",
+            "Each repeat runs every variant and level once, in an order shuffled per repeat (seeds "
+            f"{', '.join(map(str, seeds)) or 'none'}; the planned order is in run.json, `round_orders`). Load "
+            "per core is the 1-minute load average over the cores, just before the round and just after it.\n",
+            _md_table(df[cols], ".2f")]
+
+
 def optional_sections(run_dir: Path) -> list[tuple[str, list[Path]]]:
     """Sections other modules add: the virtual SR-IOV analysis when the run has vsriov.jsonl, the
     instrumented containerd's stage breakdown when stages.csv has its CNI_* records."""
@@ -142,22 +189,23 @@ def write_report(run_dir: str | Path) -> Path:
         _md_table(summary),
         "\n## Growth with concurrency (startup experiment)\n",
         "Least-squares slope of the median startup against the number of concurrent pods, with a 95% "
-        "bootstrap interval.\n",
+        "interval from rounds resampled within each level (`rounds`: the fewest of a level).\n",
         _md_table(analysis.growth_slope(startup_pods(run)), ".2f"),
         f"\n## Each variant vs {run.baseline}\n",
+        "The effect with its 95% interval from resampled rounds, the pods (`n_`) and rounds (`rounds_`) of "
+        "each side; `note` says why an interval is missing.\n",
         _md_table(comparison_for(run), ".3f"),
         f"\n## Breakdown ({source})\n",
+        "Each record joined to its pod, a stage summed per pod, then the mean (and, from 100 pods, the p99) "
+        "over the pods of a group, against the same pods' startup. `nested` stages run inside `parent` and "
+        "are never stacked: the shares of the stages that are not nested add up to at most 100% of the mean.\n",
         _md_table(bd.drop(columns=["order"]).assign(share_of_mean=bd["share_of_mean"] * 100,
                                                      share_of_p99=bd["share_of_p99"] * 100)
                   .rename(columns={"share_of_mean": "% of mean", "share_of_p99": "% of p99"})),
     ]
-    parts += [
-        "\n## Claims\n",
-        "Every claim of the paper and the artifact: the ones this run's testbed cannot check say which "
-        "testbed they need; `readme` is the README's claim (C1-C11), `figure` the figure that shows it.\n",
-        _md_table(table[["claim", "readme", "statement", "expected", "measured", "verdict", "figure"]]),
-        "\n## Figures\n",
-    ]
+    parts += claims_sections(table)
+    parts += rounds_section(run_dir)
+    parts += ["\n## Figures\n"]
     for name, paths in written.items():
         png, pdf = paths
         parts.append(f"\n### {name.replace('_', ' ')}\n\n![{name}](figures/{png.name})\n\n[PDF](figures/{pdf.name})\n")

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from fastiov_lib.analysis.instrumentation import pods_without_records, read_stages
+from fastiov_lib.analysis.intervals import Estimate, exact, round_arrays, round_bootstrap
 from fastiov_lib.analysis.pods import read_pods
 from fastiov_lib.report import figures as plots
 from fastiov_lib.report.claims import register_metric
@@ -154,7 +156,7 @@ def cni_share_table(df: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ claims
 
 @register_metric("stage_record_coverage")
-def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> float | None:
+def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> Estimate | None:
     """Fraction of ok pods (in rounds of >= concurrency_min pods) with containerd CNI_* records."""
     stages = read_stages(run_dir)
     pods, _ = read_pods(run_dir)
@@ -162,19 +164,25 @@ def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> float | No
         return None
     m = pods_without_records(stages, pods[pods["concurrency"] >= concurrency_min])
     total = int(m["ok_pods"].sum()) if not m.empty else 0
-    return float(m["with_records"].sum() / total) if total else None
+    return exact(float(m["with_records"].sum() / total), total) if total else None
 
 
 @register_metric("cni_share_growth")
-def cni_share_growth(run_dir: Path, low: str = "none", high: str = "hostdev") -> float | None:
-    """Median CNI share of RunPodSandbox in `high` minus that in `low` (highest common concurrency)."""
+def cni_share_growth(run_dir: Path, low: str = "none", high: str = "hostdev") -> Estimate | None:
+    """Median CNI share of RunPodSandbox in `high` minus that in `low` (highest common concurrency),
+    with an interval from resampled rounds."""
     df = pod_stages(Path(run_dir))
     if df.empty or not {low, high} <= set(df["variant"]):
         return None
     both = df[df["variant"].isin([low, high])]
-    conc = fixed_concurrency(both)
-    share = cni_share_table(both[both["concurrency"] == conc]).set_index("variant")["cni_share"]
-    return float(share[high] - share[low])
+    at = both[both["concurrency"] == fixed_concurrency(both)]
+    cni = at[at["stage"].isin(CNI_STAGES)].groupby("sandbox_id")["elapsed_ms"].sum()
+    pods = at.drop_duplicates("sandbox_id").set_index("sandbox_id")
+    pods = pods.assign(cni_share=cni.reindex(pods.index).fillna(0.0) / pods["startup_ms"])
+    groups = {v: round_arrays(pods[pods["variant"] == v], "cni_share") for v in (low, high)}
+    if not all(groups.values()):
+        return None
+    return round_bootstrap(groups, lambda p: float(np.median(p[high]) - np.median(p[low])))
 
 
 # ------------------------------------------------------------------ the instrumentation's cost
