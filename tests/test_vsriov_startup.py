@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fastiov_lib import config
-from fastiov_lib.analysis import vsriov as vsriov_analysis
 from fastiov_lib.analysis import vsriov_startup as startup
-from fastiov_lib.report import claims
+from fastiov_lib.report import claims, vsriov_figures, vsriov_report
+from fastiov_lib.report.markdown import write_section
 from fastiov_lib.testbeds.vsriov import image as vimage
 from fastiov_lib.testbeds.vsriov.common import DEVICES, GuestImage, GuestKernel, QemuInstall, VsriovError
 from fastiov_lib.testbeds.vsriov.ktrace import summarize
@@ -238,14 +238,14 @@ def _write_run(tmp_path: Path, qemu62: bool = True, reps: int = 3) -> Path:
 
 def test_v10_to_v13_are_decided_from_the_run(tmp_path):
     run = _write_run(tmp_path)
-    table = vsriov_analysis.claims_table(run).set_index("claim")
-    shared = claims.METRICS["vsriov_devset_parallel_ratio"](run, devset="shared")
+    table = vsriov_report.claims_table(run).set_index("claim")
+    shared = claims.metrics()["vsriov_devset_parallel_ratio"](run, devset="shared")
     assert shared.value == pytest.approx(484 / 467) and shared.rounds == 3 and shared.has_interval
-    assert claims.METRICS["vsriov_devset_parallel_ratio"](run, devset="stock").value == pytest.approx(136 / 450)
+    assert claims.metrics()["vsriov_devset_parallel_ratio"](run, devset="stock").value == pytest.approx(136 / 450)
     # the i-th of N opens waits i FLRs: the mean open grows by 50 ms per added VM; with per-VF sets by 0
-    slope = claims.METRICS["vsriov_vf_open_slope_difference"](run)
+    slope = claims.metrics()["vsriov_vf_open_slope_difference"](run)
     assert slope.value == pytest.approx(50.0) and slope.rounds == 3 and slope.samples == 42
-    saving = claims.METRICS["vsriov_qemu62_saving_over_dma_map"](run)
+    saving = claims.metrics()["vsriov_qemu62_saving_over_dma_map"](run)
     assert saving.value == pytest.approx((2702 - 752) / 1900) and saving.rounds == 3
     for claim in ("V10-shared-devset-serialises-vf-opens", "V11-per-vf-devsets-overlap-vf-opens",
                   "V12-shared-devset-vf-open-grows-with-n", "V13-patched-qemu-saves-the-ram-dma-map"):
@@ -255,7 +255,7 @@ def test_v10_to_v13_are_decided_from_the_run(tmp_path):
 
 
 def test_with_two_repeats_v10_to_v13_are_inconclusive_not_decided(tmp_path):
-    table = vsriov_analysis.claims_table(_write_run(tmp_path, reps=2)).set_index("claim")
+    table = vsriov_report.claims_table(_write_run(tmp_path, reps=2)).set_index("claim")
     for claim in ("V10-shared-devset-serialises-vf-opens", "V12-shared-devset-vf-open-grows-with-n",
                   "V13-patched-qemu-saves-the-ram-dma-map"):
         assert table.loc[claim, "verdict"] == "inconclusive" and "2 rounds" in table.loc[claim, "why"]
@@ -274,12 +274,12 @@ def test_device_set_evidence_names_the_kernel_behaviour_and_the_shared_lock(tmp_
 
 def test_without_qemu62_runs_v13_is_not_measured_and_the_tables_still_build(tmp_path):
     run = _write_run(tmp_path, qemu62=False)
-    assert claims.METRICS["vsriov_qemu62_saving_over_dma_map"](run) is None
-    table = vsriov_analysis.claims_table(run).set_index("claim")
+    assert claims.metrics()["vsriov_qemu62_saving_over_dma_map"](run) is None
+    table = vsriov_report.claims_table(run).set_index("claim")
     assert table.loc["V13-patched-qemu-saves-the-ram-dma-map", "verdict"] == "not measured"
-    tables = vsriov_analysis.tables(run)
+    tables = vsriov_report.tables(run)
     assert tables["qemu62"].empty and len(tables["concurrent_starts"]) == 6
-    figs = vsriov_analysis.build_figures(run)
+    figs = vsriov_figures.build_figures(run)
     assert {"vsriov-devset", "vsriov-concurrent-start"} <= set(figs) and "vsriov-qemu62" not in figs
 
 
@@ -288,9 +288,9 @@ def test_vsriov_figures_draw_for_a_run_with_every_experiment(tmp_path):
 
     matplotlib.use("Agg")
     run = _write_run(tmp_path)
-    figs = vsriov_analysis.build_figures(run)
+    figs = vsriov_figures.build_figures(run)
     assert {"vsriov-devset", "vsriov-concurrent-start", "vsriov-qemu62"} <= set(figs)
-    md, paths = vsriov_analysis.report_section(run)
+    md, paths = write_section(vsriov_report.report_section(run), run)
     assert "device-set lock" in md and "/dev/dev_fastiov" in md and any(p.suffix == ".png" for p in paths)
     assert os.path.exists(run / "figures" / "vsriov-qemu62.png")
 

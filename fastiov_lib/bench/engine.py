@@ -41,9 +41,7 @@ from tqdm.auto import tqdm
 
 from fastiov_lib.config import Testbed
 from fastiov_lib.testbeds import backend_for
-from fastiov_lib.testbeds.base import TestbedBackend
-from fastiov_lib.testbeds.fastiov_host.backend import FastiovHostError
-from fastiov_lib.testbeds.local.backend import LocalBackendError
+from fastiov_lib.testbeds.base import BackendError, TestbedBackend
 from fastiov_lib.cri import (CriClient, CriError)
 from fastiov_lib.run.rundir import JsonlWriter, RunDir
 
@@ -103,7 +101,7 @@ def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: S
         return _empty(backend, "app")
     try:
         endpoint = backend.app_endpoint(network)
-    except (LocalBackendError, FastiovHostError) as err:
+    except BackendError as err:
         raise BenchError(str(err)) from None
     input_file = make_input_file(Path(endpoint.data_dir), file_mb)
     app = {"host": endpoint.host, "port": endpoint.port, "path": f"/download/{input_file.name}", "file_mb": file_mb,
@@ -142,7 +140,7 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
                 target = backend.pod_target([v], sorted({int(c) for w, c in cells if w == v}))
         else:
             target = backend.pod_target(names, concurrency)
-    except (LocalBackendError, FastiovHostError) as err:
+    except BackendError as err:
         raise BenchError(str(err)) from None
     if app is not None and "workload" not in target.images:
         raise BenchError("no workload image for the app test on this testbed")

@@ -23,9 +23,9 @@ def _load() -> list[float] | None:
 def record_order(run: RunDir, experiment: str, plan: list[PlannedRound], seed: int | None,
                  boot_group: str = "") -> None:
     """Add this sweep's planned order and seed to run.json (before its first round runs)."""
-    orders = list(run.read_run_info().get(ROUND_ORDERS_KEY) or [])
+    orders = [o.model_dump(mode="json") for o in run.record().round_orders]
     orders.append(order_record(experiment, plan, seed, boot_group))
-    run.update_run_info(**{ROUND_ORDERS_KEY: orders})
+    run.update_record(**{ROUND_ORDERS_KEY: orders})
 
 
 class RoundLog:

@@ -17,7 +17,7 @@ from fastiov_lib.analysis.comparisons import variant_effect
 from fastiov_lib.analysis.intervals import Estimate, effect_over_levels, exact, round_arrays, round_bootstrap, statistic
 from fastiov_lib.analysis.pod_breakdown import join_records, pod_stage_durations, stage_share_estimate
 from fastiov_lib.analysis.samples import enough, min_samples
-from fastiov_lib.report.claims import register_metric, run_for
+from fastiov_lib.report.claims import run_for
 from fastiov_lib.run.rounds import read_rounds, sandbox_pids
 
 
@@ -25,7 +25,6 @@ def _select(pods: pd.DataFrame, experiment: str | None) -> pd.DataFrame:
     return pods if experiment is None else pods[pods["experiment"] == experiment]
 
 
-@register_metric("complete_rounds_fraction")
 def complete_rounds_fraction(run_dir: Path, experiment: str | None = None) -> Estimate | None:
     """Fraction of expected rounds in which every started pod has a record (see round_completeness)."""
     run = run_for(run_dir)
@@ -36,14 +35,12 @@ def complete_rounds_fraction(run_dir: Path, experiment: str | None = None) -> Es
     return exact(float(rc["complete"].mean()), len(rc))
 
 
-@register_metric("ok_fraction")
 def ok_fraction(run_dir: Path, experiment: str | None = None) -> Estimate | None:
     """Fraction of recorded pods whose status is ok."""
     pods = _select(run_for(run_dir).pods, experiment)
     return None if pods.empty else exact(float((pods["status"] == "ok").mean()), len(pods))
 
 
-@register_metric("effect")
 def effect(run_dir: Path, variant: str, baseline: str, stat: str = "mean", kind: str = "reduction",
            experiment: str | None = None, concurrency: int | str | None = None,
            aggregate: str = "mean", value: str = "startup_ms") -> Estimate | None:
@@ -56,7 +53,6 @@ def effect(run_dir: Path, variant: str, baseline: str, stat: str = "mean", kind:
                           concurrency=concurrency, aggregate=aggregate, value=value)
 
 
-@register_metric("effect_vs_each")
 def effect_vs_each(run_dir: Path, variant: str, baselines: list[str], stat: str = "p50", kind: str = "difference",
                    experiment: str | None = None, concurrency: int | str | None = "max") -> Estimate | None:
     """The least favourable of `variant`'s effects over each of `baselines` (the one whose interval
@@ -71,7 +67,6 @@ def effect_vs_each(run_dir: Path, variant: str, baselines: list[str], stat: str 
     return min(ests, key=lambda e: e.low)
 
 
-@register_metric("overhead_reduction")
 def overhead_reduction(run_dir: Path, variant: str = "fastiov", baseline: str = "vanilla",
                        reference: str = "no-network", stat: str = "mean",
                        experiment: str | None = None) -> Estimate | None:
@@ -112,7 +107,6 @@ def _per_pod_stages(run_dir: Path) -> pd.DataFrame:
     return run.cache["pod_stages"]
 
 
-@register_metric("stage_share")
 def stage_share(run_dir: Path, stage: str, variant: str = "vanilla", concurrency: int | str | None = "max",
                 share: str = "share_of_mean", component: str | None = None) -> Estimate | None:
     """Share of one component stage (a stages.csv subject, summed per pod) in the startup of the same
@@ -129,7 +123,6 @@ def stage_share(run_dir: Path, stage: str, variant: str = "vanilla", concurrency
     return None if per.empty else stage_share_estimate(per, stage, share, component)
 
 
-@register_metric("app_completed_fraction")
 def app_completed_fraction(run_dir: Path) -> Estimate | None:
     """Fraction of app-experiment pods that ran their app to the end (status ok, exit recorded)."""
     pods = _select(run_for(run_dir).pods, "app")
@@ -139,7 +132,6 @@ def app_completed_fraction(run_dir: Path) -> Estimate | None:
     return exact(float(done.mean()), len(pods))
 
 
-@register_metric("app_effect")
 def app_effect(run_dir: Path, variant: str = "fastiov", baseline: str = "vanilla", stat: str = "mean",
                aggregate: str = "min") -> Estimate | None:
     """Reduction of app completion time per app (over every level), aggregated over apps (min or max)."""
@@ -153,3 +145,15 @@ def app_effect(run_dir: Path, variant: str = "fastiov", baseline: str = "vanilla
     if not per:
         return None
     return effect_over_levels(per, stat, "reduction", aggregate)
+
+
+METRICS = {
+    "complete_rounds_fraction": complete_rounds_fraction,
+    "ok_fraction": ok_fraction,
+    "effect": effect,
+    "effect_vs_each": effect_vs_each,
+    "overhead_reduction": overhead_reduction,
+    "stage_share": stage_share,
+    "app_completed_fraction": app_completed_fraction,
+    "app_effect": app_effect,
+}

@@ -9,7 +9,7 @@ this run's testbed cannot check says which testbed it needs. Every claim file sa
 thresholds were set (`threshold_from`), and a threshold changed after the data was seen carries
 the change and its reason in `history`, shown in the report. `role: check` marks harness checks
 (the artifact works as it should), shown apart from the claims about the system.
-Metrics are registered with `@register_metric("name")`; `metrics()` names every module that does.
+Each metric module lists its metrics by name in METRICS; `metrics()` gathers those lists.
 """
 from __future__ import annotations
 
@@ -25,23 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fastiov_lib.analysis import stats as analysis
 from fastiov_lib.analysis.intervals import Estimate, as_estimate
 from fastiov_lib.config import ConfigError
+from fastiov_lib.report import stage_figures, vsriov_metrics
 from fastiov_lib.report.verdicts import decide
 
 CLAIMS_DIR = Path(str(resources.files("fastiov_lib") / "data" / "claims"))
 
 Metric = Callable[..., "Estimate | float | None"]
-METRICS: dict[str, Metric] = {}
+METRICS: dict[str, Metric] = {}  # this module's own (none; tests add theirs)
 
 Verdict = Literal["holds", "fails", "inconclusive", "not measured", "needs a fastiov testbed",
                   "needs a vsriov testbed", "needs a fastiov or vsriov testbed"]
-
-
-def register_metric(name: str) -> Callable[[Metric], Metric]:
-    """Register `fn(run_dir: Path, **params) -> Estimate | float | None` under `name` (decorator)."""
-    def deco(fn: Metric) -> Metric:
-        METRICS[name] = fn
-        return fn
-    return deco
 
 
 class ThresholdChange(BaseModel):
@@ -197,12 +190,12 @@ def removed_claims(paths: list[Path] | None = None) -> list[RemovedClaim]:
 
 
 def metrics() -> dict[str, Metric]:
-    """Every metric by name: the run metrics', the virtual SR-IOV analysis's and the stage figures'
-    (those modules register theirs with @register_metric; imported here because they import this one)."""
-    from fastiov_lib.analysis import vsriov  # noqa: F401
-    from fastiov_lib.report import claim_metrics, stage_figures  # noqa: F401
+    """Every metric by name: the local and FastIOV-host runs', the virtual SR-IOV host's and the stage
+    records' (each module lists its own in METRICS). A metric returns an Estimate for anything
+    sampled; a bare number is taken as exact (a count or fraction of everything the run recorded)."""
+    from fastiov_lib.report import claim_metrics  # it reads runs through run_for, defined here
 
-    return METRICS
+    return {**METRICS, **claim_metrics.METRICS, **vsriov_metrics.METRICS, **stage_figures.METRICS}
 
 
 CLAIM_MAP_FILE = Path(str(resources.files("fastiov_lib") / "data" / "claim_map.yaml"))
