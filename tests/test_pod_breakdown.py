@@ -98,11 +98,13 @@ def run_dir(tmp_path):
         shutil.copy(DATA / f"qemu-{pid}.log", d / f"qemu-{pid}.log")
         (d / "clock.json").write_text(json.dumps({"realtime_minus_monotonic_ns": wall_start - mono_start}))
     shutil.copy(DATA / "qemu-1296.log", run / "logs" / ROUND_B / "qemu" / "qemu-1296.log")  # a pid no sandbox reported
-    # what the bench writes per round: the pid each sandbox reported (QEMU's under kata)
+    # QEMU pid -> pod, from either source: what the bench writes per round (the pid each sandbox
+    # reported: QEMU's under kata), or the pid files a real host's round hooks copy from /run/vc/vm
     (run / "rounds.jsonl").write_text("".join(json.dumps(
         {"run_id": "run", "experiment": "startup", "variant": "bridge", "concurrency": 1, "repeat": r,
-         "order_index": r, "round_id": rnd, "wall_start_ns": 0, "sandbox_pids": {sid: pid}}) + "\n"
-        for r, (rnd, sid, pid) in enumerate(((ROUND_A, A, 1284), (ROUND_B, B, 1312)))))
+         "order_index": r, "round_id": rnd, "wall_start_ns": 0, "sandbox_pids": pids}) + "\n"
+        for r, (rnd, pids) in enumerate(((ROUND_A, {A: 1284}), (ROUND_B, {})))))
+    (run / "logs" / ROUND_B / "qemu" / pb.VM_PIDS_FILE).write_text(json.dumps({"1312": B}))
     out, report = build_stages_csv(run)
     assert out is not None
     return run
@@ -111,7 +113,7 @@ def run_dir(tmp_path):
 def load(run_dir):
     stages, (pods, _) = read_stages(run_dir), read_pods(run_dir)
     rounds, _ = read_rounds(run_dir)
-    return stages, pods, sandbox_pids(rounds)
+    return stages, pods, pb.sandbox_pid_map(run_dir, sandbox_pids(rounds))
 
 
 def test_every_component_record_is_joined_to_its_pod_and_how(run_dir):

@@ -329,3 +329,24 @@ def stage_share_estimate(per_pod: pd.DataFrame, stage: str, share: str = "share_
     if not enough(len(g), stat):
         return replace(est, low=math.nan, high=math.nan, note=f"{stat} needs >= {min_samples(stat)} pods, has {len(g)}")
     return est
+
+
+VM_PIDS_FILE = "vm-pids.json"  # logs/<round>/qemu/: {QEMU pid: sandbox id}, from kata's /run/vc/vm/<id>/pid
+
+
+def sandbox_pid_map(run_dir: str | Path, from_rounds: pd.DataFrame | None = None) -> pd.DataFrame:
+    """(round_id, sandbox_id, pid) from every source a run has: the pid each sandbox reported to the
+    bench (rounds.jsonl, given as `from_rounds`) and the QEMU pid files a real host's round hooks
+    copy (logs/<round>/qemu/vm-pids.json). Unreadable files are skipped (the records stay unjoined)."""
+    rows = []
+    for path in sorted(Path(run_dir).glob(f"logs/*/qemu/{VM_PIDS_FILE}")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            rows += [(path.parent.parent.name, str(sid), int(pid)) for pid, sid in data.items()
+                     if str(pid).isdigit() and isinstance(sid, str)]
+    files = pd.DataFrame(rows, columns=["round_id", "sandbox_id", "pid"])
+    parts = [f for f in (from_rounds, files) if f is not None and not f.empty]
+    return pd.concat(parts, ignore_index=True).drop_duplicates() if parts else files

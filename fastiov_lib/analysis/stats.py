@@ -18,7 +18,7 @@ import pandas as pd
 from fastiov_lib.analysis.comparisons import (  # noqa: F401  (the names callers know from stats)
     COMPARE_COLUMNS, GROWTH_COLUMNS, Kind, compare_variants, growth_slope, ok_values, variant_effect)
 from fastiov_lib.analysis.instrumentation import read_stages
-from fastiov_lib.analysis.pod_breakdown import BREAKDOWN_COLUMNS, pod_breakdown
+from fastiov_lib.analysis.pod_breakdown import BREAKDOWN_COLUMNS, pod_breakdown, sandbox_pid_map
 from fastiov_lib.analysis.pods import ParseReport, read_pods
 from fastiov_lib.analysis.samples import stat_or_nan
 from fastiov_lib.run.record import Comparison, RunRecord
@@ -300,7 +300,7 @@ def breakdown(run: Run) -> tuple[pd.DataFrame, str]:
 def _breakdown(run: Run) -> tuple[pd.DataFrame, str]:
     if run.stages is not None:
         rounds, _ = read_rounds(run.path)
-        df = stage_breakdown(run.stages, run.pods, sandbox_pids(rounds))
+        df = stage_breakdown(run.stages, run.pods, sandbox_pid_map(run.path, sandbox_pids(rounds)))
         if not df.empty:
             return df, "component stage records in stages.csv"
     return phase_breakdown(run.pods), "harness phases in pods.jsonl"

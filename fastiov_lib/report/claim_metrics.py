@@ -15,7 +15,7 @@ import pandas as pd
 from fastiov_lib.analysis import stats as analysis
 from fastiov_lib.analysis.comparisons import variant_effect
 from fastiov_lib.analysis.intervals import Estimate, effect_over_levels, exact, round_arrays, round_bootstrap, statistic
-from fastiov_lib.analysis.pod_breakdown import join_records, pod_stage_durations, stage_share_estimate
+from fastiov_lib.analysis.pod_breakdown import join_records, pod_stage_durations, sandbox_pid_map, stage_share_estimate
 from fastiov_lib.analysis.samples import enough, min_samples
 from fastiov_lib.report.claims import run_for
 from fastiov_lib.run.rounds import read_rounds, sandbox_pids
@@ -102,7 +102,7 @@ def _per_pod_stages(run_dir: Path) -> pd.DataFrame:
     run = run_for(run_dir)
     if "pod_stages" not in run.cache:
         rounds, _ = read_rounds(run.path)
-        joined = join_records(run.stages, run.pods, sandbox_pids(rounds))
+        joined = join_records(run.stages, run.pods, sandbox_pid_map(run.path, sandbox_pids(rounds)))
         run.cache["pod_stages"] = pod_stage_durations(joined, run.pods)
     return run.cache["pod_stages"]
 
