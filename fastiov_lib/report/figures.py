@@ -454,6 +454,22 @@ def app_completion(pods: pd.DataFrame, caption: str = "", width: float = FULL_WI
         return fig
 
 
+def median_bars_with_points(ax: Axes, df: pd.DataFrame, x: str, y: str, hue: str,
+                            order: Sequence[str] | None = None, hue_order: Sequence[str] | None = None) -> bool:
+    """Every sample as a point, and the median of each (x, hue) group as a bar only where the group
+    has enough samples for a median (analysis.samples: 5). Returns True when some group has too few."""
+    med = df.groupby([x, hue], sort=False)[y].agg(["median", "size"]).reset_index()
+    few = bool((med["size"] < min_samples("median")).any())
+    med["median"] = med["median"].where(med["size"] >= min_samples("median"))
+    sns.barplot(med, x=x, y="median", hue=hue, order=order, hue_order=hue_order, errorbar=None, ax=ax, alpha=0.85)
+    sns.stripplot(df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, palette="dark:0.2", size=3,
+                  legend=False, ax=ax)
+    legend = ax.get_legend()
+    if legend is not None and few:
+        legend.set_title(f"bars: median of >= {min_samples('median')}; points: every sample")
+    return few
+
+
 def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     """Save as <name>.png and <name>.pdf in out_dir; returns both paths."""
     out = Path(out_dir)
