@@ -462,8 +462,8 @@ def median_bars_with_points(ax: Axes, df: pd.DataFrame, x: str, y: str, hue: str
     few = bool((med["size"] < min_samples("median")).any())
     med["median"] = med["median"].where(med["size"] >= min_samples("median"))
     sns.barplot(med, x=x, y="median", hue=hue, order=order, hue_order=hue_order, errorbar=None, ax=ax, alpha=0.85)
-    sns.stripplot(df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, palette="dark:0.2", size=3,
-                  legend=False, ax=ax)
+    sns.stripplot(df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, size=4, edgecolor="0.15",
+                  linewidth=0.6, legend=False, ax=ax)  # coloured as the bars: the groups stay apart without them
     legend = ax.get_legend()
     if legend is not None and few:
         legend.set_title(f"bars: median of >= {min_samples('median')}; points: every sample")
