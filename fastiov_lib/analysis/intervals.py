@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fastiov_lib.analysis.samples import MIN_ROUNDS, enough, min_samples
+from fastiov_lib.analysis.samples import MIN_ROUNDS, enough, min_samples, statistic  # noqa: F401 (re-exported)
 
 ROUND_KEYS = ("experiment", "variant", "concurrency", "repeat")  # one round of a sweep
 
@@ -120,22 +120,6 @@ def round_bootstrap(groups: Mapping[str, Sequence[np.ndarray]], statistic: Calla
 # --------------------------------------------------------------------------------------------------
 # statistics and effects
 # --------------------------------------------------------------------------------------------------
-
-def statistic(values: np.ndarray, stat: str) -> float:
-    """mean, max, median or pNN of `values` (NaN when empty)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return math.nan
-    if stat == "mean":
-        return float(np.mean(values))
-    if stat == "max":
-        return float(np.max(values))
-    if stat == "median":
-        return float(np.median(values))
-    if stat.startswith("p"):
-        return float(np.percentile(values, float(stat[1:])))
-    raise ValueError(f"unknown statistic {stat!r}; expected mean, max, median or pNN")
-
 
 def effect(base: float, var: float, kind: str) -> float:
     """reduction = 1 - var/base, increase = var/base - 1, difference = var - base."""

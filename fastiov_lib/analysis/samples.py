@@ -45,11 +45,10 @@ def too_few_text(n: int, stat: str) -> str:
     return f"{stat} needs >= {min_samples(stat)} samples, has {int(n)}"
 
 
-def stat_or_nan(values: np.ndarray, stat: str) -> float:
-    """`stat` of `values` ('mean', 'max', 'pNN', 'median'), NaN below its minimum sample count."""
+def statistic(values: np.ndarray, stat: str) -> float:
+    """mean, max, median or pNN of `values` (NaN when empty), whatever their number."""
     values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if not enough(len(values), stat):
+    if len(values) == 0:
         return float("nan")
     if stat == "mean":
         return float(np.mean(values))
@@ -57,4 +56,13 @@ def stat_or_nan(values: np.ndarray, stat: str) -> float:
         return float(np.max(values))
     if stat == "median":
         return float(np.median(values))
-    return float(np.percentile(values, float(stat[1:])))
+    if stat.startswith("p"):
+        return float(np.percentile(values, float(stat[1:])))
+    raise ValueError(f"unknown statistic {stat!r}; expected mean, max, median or pNN")
+
+
+def stat_or_nan(values: np.ndarray, stat: str) -> float:
+    """`stat` of the finite `values`, NaN below its minimum sample count."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return statistic(values, stat) if enough(len(values), stat) else float("nan")
