@@ -195,7 +195,9 @@ def _write_run(tmp_path: Path, qemu62: bool = True, reps: int = 3) -> Path:
             recs.append({"kind": "opens_vf", "variant": devset, "mode": "par", "rep": 1, "n": 2, "bdf": bdf,
                          "tid": 500 + i + (10 if devset == "shared" else 0), "open_ns": 120e6 * (1 + i)})
             wait = 110e6 if (devset == "shared" and i == 1) else 0
-            recs.append({"kind": "ktrace_vfio", "label": f"devset-{devset}-par", "tid": 500 + i + (10 if devset == "shared" else 0),
+            # the shared set's trace is labelled per repeat, as the guest does since the modes interleave
+            label = f"devset-{devset}-par" + ("-1" if devset == "shared" else "")
+            recs.append({"kind": "ktrace_vfio", "label": label, "tid": 500 + i + (10 if devset == "shared" else 0),
                          "opens": 1, "open_ns": 120e6, "open_lock_wait_ns": wait,
                          "open_locks": "00000000cc9c9b0c" if wait else "", "dma_maps": 0, "dma_map_ns": 0})
         for rep in range(1, reps + 1):  # every repeat a little different (ms)

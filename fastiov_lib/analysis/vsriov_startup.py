@@ -63,7 +63,10 @@ def devset_vfs_frame(run_dir: str | Path) -> pd.DataFrame:
                   (vfs["session_id"] == r["session_id"])] if not vfs.empty else vfs
         row["parallel_open_ms"] = float(ns_to_ms(par["open_ns"]).median()) if len(par) else np.nan
         tids = set(par["tid"]) if len(par) else set()
-        mine = trace[(trace.get("label") == f"devset-{r['devset']}-par") & trace["tid"].isin(tids) &
+        # one trace per repeat (devset-<set>-par-<rep>); runs before the modes interleaved have one for all
+        labels = trace["label"].astype(str) if "label" in trace else pd.Series(dtype=str)
+        par_label = (labels == f"devset-{r['devset']}-par") | labels.str.startswith(f"devset-{r['devset']}-par-")
+        mine = trace[par_label & trace["tid"].isin(tids) &
                      (trace["session_id"] == r["session_id"])] if not trace.empty and tids else pd.DataFrame()
         row["lock_wait_ms"] = float(ns_to_ms(mine["open_lock_wait_ns"]).sum()) if len(mine) else np.nan
         locks = sorted({a for v in mine.get("open_locks", pd.Series(dtype=str)).fillna("") for a in str(v).split("+") if a})

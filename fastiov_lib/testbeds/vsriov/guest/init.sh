@@ -224,11 +224,13 @@ if [ "$bench" = 1 ] && [ -n "$devsets" ]; then
         vfs=$(vfs_of "$PF")
         for vf in $vfs; do vfbench bind "$vf" >/dev/null; done
         devset_info $variant $vfs
-        for mode in seq par; do
+        # the two modes take turns, one repeat at a time, so that drift falls on both alike
+        rep=0
+        while [ $rep -lt "$reps" ]; do rep=$((rep + 1)); for mode in $(rotate $rep seq par); do
             ktrace_on vfbench
-            vfbench opens $mode "$reps" $vfs | tag variant=$variant
-            ktrace_dump "devset-$variant-$mode"
-        done
+            vfbench opens $mode 1 $vfs | sed "s/ rep=1 / rep=$rep /" | tag variant=$variant
+            ktrace_dump "devset-$variant-$mode-$rep"
+        done; done
         vfbench numvfs "$PF" 0 >/dev/null
     done
     devset_use stock
