@@ -85,3 +85,16 @@ def test_rounds_interleave_variants_in_every_repeat_with_a_recorded_seed():
     first_half = {r.variant for r in plan[:9]}
     assert first_half == {"none", "bridge", "hostdev"}  # no variant waits for the others to finish
     assert [(r.variant, r.concurrency) for r in plan_rounds(cells, 1, seed=None)] == cells
+
+
+def test_above_each_other_mode_fails_when_one_difference_lies_wholly_below(tmp_path, monkeypatch):
+    from fastiov_lib.report import claim_metrics
+
+    ests = {"bridge": Estimate(40.0, -100.0, 50.0, rounds=3), "macvlan": Estimate(-20.0, -30.0, -5.0, rounds=3)}
+    monkeypatch.setattr(claim_metrics, "effect", lambda run_dir, variant, baseline, **kw: ests[baseline])
+    est = claim_metrics.effect_vs_each(tmp_path, "hostdev", ["bridge", "macvlan"])
+    assert (est.value, est.low, est.high) == (-20.0, -100.0, -5.0)
+    assert decide(est, ">", 0.0)[0] == "fails"  # hostdev is below macvlan, whatever bridge's interval says
+    ests["macvlan"] = Estimate(30.0, 10.0, 50.0, rounds=3)
+    assert decide(claim_metrics.effect_vs_each(tmp_path, "hostdev", ["bridge", "macvlan"]), ">", 0.0)[0] == \
+        "inconclusive"

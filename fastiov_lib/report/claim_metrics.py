@@ -55,16 +55,18 @@ def effect(run_dir: Path, variant: str, baseline: str, stat: str = "mean", kind:
 
 def effect_vs_each(run_dir: Path, variant: str, baselines: list[str], stat: str = "p50", kind: str = "difference",
                    experiment: str | None = None, concurrency: int | str | None = "max") -> Estimate | None:
-    """The least favourable of `variant`'s effects over each of `baselines` (the one whose interval
-    reaches lowest): above 0 means above every one of them. None when any was not measured."""
+    """The smallest of `variant`'s effects over each of `baselines`, with the interval of that minimum
+    (from the smallest lower and the smallest upper end): above 0 means above every one of them, an
+    interval wholly at or below 0 that one of them is not exceeded. None when any was not measured."""
     ests = [effect(run_dir, variant, b, stat=stat, kind=kind, experiment=experiment, concurrency=concurrency)
             for b in baselines]
     if not ests or any(e is None or not e.measured for e in ests):
         return None
-    without = [e for e in ests if not e.has_interval]
-    if without:
-        return min(without, key=lambda e: e.value)
-    return min(ests, key=lambda e: e.low)
+    value = min(e.value for e in ests)
+    rounds, samples = min(e.rounds for e in ests), max(e.samples for e in ests)
+    if not all(e.has_interval for e in ests):
+        return Estimate(value, rounds=rounds, samples=samples, note=next(e.note for e in ests if not e.has_interval))
+    return Estimate(value, min(e.low for e in ests), min(e.high for e in ests), rounds=rounds, samples=samples)
 
 
 def overhead_reduction(run_dir: Path, variant: str = "fastiov", baseline: str = "vanilla",
