@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from fastiov_lib.analysis.instrumentation import pods_without_records, read_stages
 from fastiov_lib.analysis.intervals import Estimate, exact, round_arrays, round_bootstrap
 from fastiov_lib.analysis.pods import read_pods
+from fastiov_lib.analysis.samples import min_samples
 from fastiov_lib.config import REPO_ROOT
 from fastiov_lib.report import figures as plots
 from fastiov_lib.report.md_table import md_table
@@ -110,12 +111,18 @@ def growth_with_concurrency(df: pd.DataFrame, caption: str = "") -> Figure:
         colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
         for ax, mode in zip(axes, modes):
             sub = df[df["variant"] == mode]
-            med = sub.groupby(["stage", "concurrency"])["elapsed_ms"].median().reset_index()
+            med = sub.groupby(["stage", "concurrency"])["elapsed_ms"].agg(["median", "size"]).reset_index()
             for stage in order:
-                line = med[med["stage"] == stage].sort_values("concurrency")
+                # a median from enough pods (analysis.samples) on the line; fewer pods as points
+                line = med[(med["stage"] == stage) & (med["size"] >= min_samples("median"))].sort_values("concurrency")
                 if len(line):
-                    ax.plot(line["concurrency"], line["elapsed_ms"], marker="o", ms=2.5, lw=1.0,
+                    ax.plot(line["concurrency"], line["median"], marker="o", ms=2.5, lw=1.0,
                             color=colours[stage], label=stage)
+                few = med[(med["stage"] == stage) & (med["size"] < min_samples("median"))]["concurrency"]
+                pts = sub[(sub["stage"] == stage) & sub["concurrency"].isin(few)]
+                if len(pts):
+                    ax.scatter(pts["concurrency"], pts["elapsed_ms"], s=4, marker="x", linewidths=0.6,
+                               color=colours[stage], label=None if len(line) else stage)
             ax.set_title(mode, fontsize=7)
             ax.set_yscale("log")
             ax.tick_params(labelsize=6)
@@ -127,7 +134,7 @@ def growth_with_concurrency(df: pd.DataFrame, caption: str = "") -> Figure:
                     labels.append(lab)
         fig.legend(handles, [lab.replace("CNI_", "") for lab in labels], loc="outside lower center",
                    ncol=3, fontsize=5.5, handlelength=1.2, columnspacing=0.8)
-        fig.supylabel("median per pod (ms, log)", fontsize=7)
+        fig.supylabel(f"median per pod (ms, log; x: pods of a level with < {min_samples('median')})", fontsize=7)
         for ax in axes[max(len(modes) - cols, 0):len(modes)]:
             ax.set_xlabel("concurrent pods", fontsize=6)
         if caption:
