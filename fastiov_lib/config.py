@@ -128,12 +128,12 @@ class FastiovHostSettings(StrictModel):
     kata_prefix: Path = Path("/opt/kata3")
     build_dir: Path = Path("/var/tmp/fastiov-build")
     cache_dir: Path = Path("/var/tmp/fastiov-cache")
-    qemu_fastiov: Path = Path("/opt/kata3/bin/qemu-system-x86_64")
+    qemu_fastiov: Path = Path("/opt/kata3/bin/qemu-system-x86_64-fastiov")
     qemu_vanilla: Path = Path("/opt/kata3/bin/qemu-system-x86_64-noskip")
-    guest_kernel_fastiov: Path = Path("/usr/share/kata-containers/vmlinuz-5.19.2-96")
-    guest_kernel_vanilla: Path = Path("/opt/kata3/share/kata-containers/vmlinux-5.19.2-96")
-    image_async: Path = Path("/opt/kata3/share/kata-containers/kata-containers.img")
-    image_sync: Path = Path("/opt/kata3/share/kata-containers/kata-containers-e810-sync.img")
+    guest_kernel_fastiov: Path = Path("/opt/kata3/share/fastiov-artifact/vmlinuz-5.19.2-96-fastiov")
+    guest_kernel_vanilla: Path = Path("/opt/kata3/share/fastiov-artifact/vmlinuz-5.19.2-96-vanilla")
+    image_async: Path = Path("/opt/kata3/share/fastiov-artifact/kata-containers-async.img")
+    image_sync: Path = Path("/opt/kata3/share/fastiov-artifact/kata-containers-e810-sync.img")
     guest_memory_mb: PositiveInt = 512
     storage_interface: str | None = None  # NIC whose address the storage server binds (app test)
     storage_port: int = Field(5100, ge=1, le=65535)
@@ -163,6 +163,8 @@ class FastiovHostSettings(StrictModel):
                        Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: dict.fromkeys(
                            ("cniAdd", "resource1", "kataInterface", "startVM", "resource2", "total"), 400))
     tenants: PositiveInt = 200  # pods of a round are spread over this many tenants (200 = one pod each at 200)
+    # kata's overhead cgroup confined to CPUs 0..N-1 at run set-up (the original's set_startup_cpu.sh N); None = leave it
+    startup_cpus: PositiveInt | None = None
     guest_kernel_config: Path | None = None  # .config of the guest kernel; None = config-* beside the kernels
     kernel_config: Path | None = None  # .config the host kernel starts from; None = /boot/config-<running>
     build_jobs: PositiveInt | None = None  # make -j; None = CPU count

@@ -59,11 +59,14 @@ def test_round_hooks_set_up_the_run_clean_up_switch_variant_and_slice_logs(tmp_p
         pytest.skip("needs root and iproute2 for a real network namespace")
     restarts = tmp_path / "restarts"
     port = _free_port()
+    net_d = tmp_path / "root/etc/cni/net.d"
     tb = load_testbed(EXAMPLE, overrides={
         "allow_host_changes": True, "fastiov.barrier_port": port, "fastiov.log_settle_s": 0,
-        "fastiov.containerd_restart": ["sh", "-c", f"echo restart >> {restarts}"],
+        # what containerd would find in its conf dir when it starts
+        "fastiov.containerd_restart": ["sh", "-c", f"echo restart >> {restarts}; ls {net_d} >> {restarts}.net.d"],
     })
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
+    (net_d / "10-containerd-net.conflist").write_text('{"name": "containerd-net", "plugins": []}')  # cri-containerd-cni's
     for top in ("tmp/pod_test", "home", "root/ipu"):  # a host before its first run: no component dirs
         shutil.rmtree(root / top)
     ipam = root / "var/lib/cni/networks/fastiov-net"
@@ -76,12 +79,22 @@ def test_round_hooks_set_up_the_run_clean_up_switch_variant_and_slice_logs(tmp_p
     dmesg, clear, ring = _fake_dmesg(tmp_path)
     ns = f"cni-fiovtest-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    reloads: list[str] = []
+
+    def reload_cni(text: str) -> str:  # a real containerd's reload is tested in test_real_host_containerd
+        reloads.append(restarts.read_text())  # the restart ran before it
+        return json.loads(text)["name"]
+
     hooks = hostbench.RealHostRoundHooks(tb, root=root, netns_prefix="cni-fiovtest-", dmesg_cmd=dmesg,
-                                         dmesg_clear_cmd=clear)
+                                         dmesg_clear_cmd=clear, reload_cni=reload_cni)
     run = _Run(tmp_path / "run")
     try:
         info = _Round("vanilla", "startup-vanilla-c2-r0-abc123")
         hooks.before_round(info, run)
+        # containerd restarted with the variant's conflist alone in its conf dir, then reloaded once
+        assert (tmp_path / "restarts.net.d").read_text().split() == ["10-fastiov-artifact.conflist", "oldconfs"]
+        assert reloads == ["restart\n"] and info.extra["before_round"]["cni_network"] == "fastiov-net"
+        assert info.extra["before_round"]["variant"]["moved_aside"] == [str(net_d / "10-containerd-net.conflist")]
         for d in ORIGINAL_DIRS:  # the components' hard-coded directories exist before any pod
             assert (root / d.lstrip("/")).is_dir(), d
         # what the patched kata runtime does before each sandbox: GET /barrierVM on the loopback
@@ -194,6 +207,17 @@ def test_the_engine_stops_the_barrier_server_when_a_sweep_ends_badly(tmp_path):
     tb = tb.model_copy(update={"sys_root": root})
     dmesg, clear, _ = _fake_dmesg(tmp_path)
     hooks = hostbench.RealHostRoundHooks(tb, netns_prefix="cni-fiovnone-", dmesg_cmd=dmesg, dmesg_clear_cmd=clear)
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import CniConfError
+
+    # no containerd: the round stops before any pod, as it cannot tell which network pods would get
+    with pytest.raises(CniConfError, match="nobody-listens.sock: no containerd socket"):
+        engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["vanilla"],
+                                 hooks=hooks, timeout_s=5)
+    assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
+
+    # a containerd that does not answer: every pod fails, and the barrier server stops all the same
+    hooks = hostbench.RealHostRoundHooks(tb, netns_prefix="cni-fiovnone-", dmesg_cmd=dmesg, dmesg_clear_cmd=clear,
+                                         reload_cni=lambda text: "not checked")
     res = engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["vanilla"],
                                    hooks=hooks, timeout_s=5)
     assert [r.status for r in res.records] == ["failed"] and "did not answer" in res.message

@@ -250,11 +250,7 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
             tb = Testbed(name="host-check", kind="fastiov", sys_root=root, fastiov=s)
             active = show_variant(tb, root)["matches"]
             out.append(Check("config.kata", "pass", f"{s.kata_config}: keys set, variant {active or 'custom'}"))
-    conf_dir = _p(root, s.cni_conf_dir)
-    lists = sorted(p.name for p in conf_dir.glob("*.conflist")) if conf_dir.is_dir() else []
-    out.append(Check("config.cni", "pass" if lists else "fail",
-                     f"{s.cni_conf_dir}: {', '.join(lists)}" if lists else f"no conflist in {s.cni_conf_dir}",
-                     "" if lists else fix_deploy))
+    out.append(check_cni_conf_dir(root, s))
     text = _read(_p(root, s.crictl_config))
     try:
         endpoint = (yaml.safe_load(text) or {}).get("runtime-endpoint") if text else None
@@ -265,6 +261,27 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
                      f"runtime-endpoint {endpoint!r}" + ("" if endpoint == want_ep else f" (want {want_ep!r})"),
                      "" if endpoint == want_ep else fix_deploy))
     return out
+
+
+def check_cni_conf_dir(root: Path, s: FastiovHostSettings) -> Check:
+    """The artifact's conflist must be the first network config: containerd 1.3 loads only that one."""
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import conf_files
+    from fastiov_lib.testbeds.fastiov_host.runtime_config import CNI_CONFLIST
+
+    files = conf_files(_p(root, s.cni_conf_dir))
+    ours = s.cni_conf_dir / CNI_CONFLIST
+    if not files:
+        return Check("config.cni", "fail", f"no network config in {s.cni_conf_dir}",
+                     "fastiov-artifact variant set NAME (writes the variant's conflist)")
+    if files[0].name == CNI_CONFLIST:
+        later = f" ({len(files) - 1} later file(s) never loaded)" if len(files) > 1 else ""
+        return Check("config.cni", "pass", f"{ours} is the first network config: containerd loads it{later}")
+    first = s.cni_conf_dir / files[0].name
+    has_ours = any(f.name == CNI_CONFLIST for f in files)
+    return Check("config.cni", "fail",
+                 f"{first} sorts before {CNI_CONFLIST}" if has_ours else f"{ours} missing; containerd loads {first}",
+                 f"containerd 1.3 loads only the first network config: `fastiov-artifact variant set NAME` moves "
+                 f"{files[0].name} to {s.cni_conf_dir / 'oldconfs'} (restorable with `variant restore-cni`)")
 
 
 # ------------------------------------------------------------------ what the original's components need
@@ -294,8 +311,10 @@ def check_barrier_port(s: FastiovHostSettings) -> Check:
 def _guest_kernel_configs(root: Path, s: FastiovHostSettings) -> list[Path]:
     if s.guest_kernel_config is not None:
         return [_p(root, s.guest_kernel_config)]
-    dirs = {_p(root, k).parent for k in (s.guest_kernel_fastiov, s.guest_kernel_vanilla)}
-    return sorted(p for d in dirs if d.is_dir() for p in d.glob("config-*"))
+    kernels = (s.guest_kernel_fastiov, s.guest_kernel_vanilla)
+    beside = [_p(root, f"{k}.config") for k in kernels]  # what the artifact's guest-kernel builds install
+    dirs = {_p(root, k).parent for k in kernels}
+    return [p for p in beside if p.is_file()] + sorted(p for d in dirs if d.is_dir() for p in d.glob("config-*"))
 
 
 def check_guest_vf_driver(root: Path, s: FastiovHostSettings) -> Check:

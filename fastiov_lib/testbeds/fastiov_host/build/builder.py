@@ -92,6 +92,7 @@ class BuildContext:
                 "kata_prefix": str(s.kata_prefix), "cni_bin_dir": str(s.cni_bin_dir),
                 "qemu_fastiov": str(s.qemu_fastiov), "qemu_vanilla": str(s.qemu_vanilla),
                 "guest_kernel_fastiov": str(s.guest_kernel_fastiov), "image_async": str(s.image_async),
+                "guest_kernel_vanilla": str(s.guest_kernel_vanilla), "image_sync": str(s.image_sync),
                 # the running kernel's config, resolved here rather than by a shell's $(uname -r)
                 "kernel_config": str(s.kernel_config or f"/boot/config-{os.uname().release}"),
                 "fastiov_module": str(s.fastiov_module_path or "")})
@@ -164,7 +165,8 @@ class Builder(SourceSteps):
         return self.manifest.get(comp.source) if comp.source else None
 
     def _patches(self, comp: Component) -> list[PatchEntry]:
-        return self.series.for_component(comp.name, self.scope)
+        names = comp.patch_components if comp.patch_components is not None else (comp.name,)
+        return [p for name in names for p in self.series.for_component(name, self.scope)]
 
     def _fetched_patches(self, comp: Component) -> list[PatchEntry]:
         return self._patches(comp) + [self.series.get(n) for n in comp.reads_patches]

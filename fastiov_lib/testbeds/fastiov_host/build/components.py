@@ -13,7 +13,7 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from fastiov_lib.config import FastiovHostSettings
 
@@ -81,6 +81,9 @@ class Component:
     strip_top: bool = True  # drop the archive's single top-level folder
     toolchain: str | None = None  # binaries_manifest entry of the toolchain (Debian's Go)
     reads_patches: tuple[str, ...] = ()  # patches fetched and verified but not applied (kata.cfg)
+    # the series components whose patches apply, in order (None: the component's own name); lets
+    # qemu-noskip take 0001-qemu.patch and then its own revert of the mem0 skip
+    patch_components: tuple[str, ...] | None = None
     unpack: tuple[Command, ...] = ()  # replaces the default unpack
     edits: tuple[SourceEdit, ...] = ()
     configure: tuple[Command, ...] = ()
@@ -178,6 +181,35 @@ def load_fastiov_module(builder: "Builder", comp: Component, log: Any) -> str:
     return f"insmod {module}; {settings.fastiov_device} present"
 
 
+KATA_STATIC_TOP = "opt/kata"  # the release tarball's folder, moved to kata_prefix on install
+
+
+def kata_static_file(path: Path, kata_prefix: Path, kata_static_tree: Path) -> Path | None:
+    """The file of the unpacked kata-static release that installing to `path` would overwrite, if any."""
+    try:
+        rel = Path(path).relative_to(kata_prefix)
+    except ValueError:
+        return None
+    shipped = Path(kata_static_tree) / KATA_STATIC_TOP / rel
+    return shipped if shipped.exists() else None
+
+
+def keep_kata_static(target: str) -> Command:
+    """A check before an install: refuse a target that is one of kata-static's own files."""
+
+    def run(builder: "Builder", comp: Component, log: Any) -> str:
+        s = builder.ctx.settings
+        dest = Path(target.format(**builder.variables(comp)))
+        tree = builder.ctx.comp_dir("kata-static") / "src"
+        shipped = kata_static_file(dest, s.kata_prefix, tree) if s is not None else None
+        if shipped is not None:
+            raise BuildError(f"{comp.name} install: {dest} is kata-static's own file ({shipped}); give the "
+                             "artifact's file a name of its own in the testbed file")
+        return f"{dest}: not one of kata-static's files" + ("" if tree.is_dir() else " (kata-static not unpacked)")
+
+    return call(run, f"check that {target} is not a file of kata-static")
+
+
 def _deploy_runtime_configs(builder: "Builder", comp: Component, log: Any) -> str:
     from fastiov_lib.config import Testbed
     from fastiov_lib.testbeds.fastiov_host import runtime_config
@@ -209,13 +241,25 @@ def containerd_component(name: str = "containerd", version: str = "v1.3.10-fasti
         install=(install_glob("bin/*", install_dir),))
 
 
+QemuFlavour = Literal["fastiov", "noskip", "stock"]
+QEMU_PATCHES: dict[str, tuple[str, ...]] = {  # flavour -> series components whose patches apply
+    "fastiov": ("qemu",),  # 0001-qemu.patch: timeline, fastiov registration, mem0 skip
+    "noskip": ("qemu", "qemu-noskip"),  # + 0004: the mem0 skip reverted (the original's -noskip baseline)
+    "stock": (),  # QEMU 6.2.0 as released (0001 only read, for kata.cfg's options)
+}
+
+
 def qemu_component(name: str, description: str, target: str, replace: dict[str, str] | None = None,
-                   patched: bool = True) -> Component:
-    """QEMU 6.2.0 configured with kata.cfg's options (patched, or the stock noskip baseline)."""
-    return Component(name, description, "qemu-src", reads_patches=() if patched else ("0001-qemu.patch",),
+                   flavour: QemuFlavour = "fastiov") -> Component:
+    """QEMU 6.2.0 configured with kata.cfg's options: FastIOV's, the noskip baseline, or stock."""
+    if flavour not in QEMU_PATCHES:
+        raise BuildError(f"QEMU flavour {flavour!r}: expected one of {', '.join(QEMU_PATCHES)}")
+    return Component(name, description, "qemu-src", patch_components=QEMU_PATCHES[flavour],
+                     reads_patches=("0001-qemu.patch",) if flavour == "stock" else (),
                      configure=(configure_qemu(replace),),
                      build=(cmd("make", "-j{jobs}"),),
-                     install=(cmd("install", "-D", "-m", "0755", "build/qemu-system-x86_64", target),))
+                     install=(keep_kata_static(target),
+                              cmd("install", "-D", "-m", "0755", "build/qemu-system-x86_64", target)))
 
 
 def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
@@ -261,21 +305,26 @@ def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
                   notes="after rebooting into the patched kernel; make_fastiov.sh comes with 0001-linux.patch"),
         qemu_component("qemu", "QEMU 6.2.0 with the DMA-mapping skip, configured with the patch's kata.cfg",
                        "{root}{qemu_fastiov}"),
-        qemu_component("qemu-noskip", "QEMU 6.2.0 without the FastIOV patch (vanilla baseline), same options",
-                       "{root}{qemu_vanilla}", patched=False),
+        qemu_component("qemu-noskip", "QEMU 6.2.0 with 0001-qemu.patch minus the mem0 skip (vanilla baseline: "
+                       "same timeline markers, guest RAM DMA-mapped eagerly)", "{root}{qemu_vanilla}", flavour="noskip"),
         Component("guest-kernel", "guest kernel 5.19.2 via kata's build-kernel.sh, virtio_ring pre-faulting, iavf",
                   "guest-linux-src", tree_of="kata", work_subdir="tools/packaging/kernel",
                   unpack=(cmd("cp", "{cache}/linux-5.19.2.tar.xz", "."),
                           cmd("./build-kernel.sh", "-v", "5.19.2", "setup")),
                   build=(cmd("./build-kernel.sh", "-v", "5.19.2", "build"),),
-                  install=(cmd("install", "-D", "-m", "0644", "kata-linux-5.19.2-96/arch/x86/boot/bzImage",
-                               "{root}{guest_kernel_fastiov}"),)),
+                  install=(keep_kata_static("{root}{guest_kernel_fastiov}"),
+                           cmd("install", "-D", "-m", "0644", "kata-linux-5.19.2-96/arch/x86/boot/bzImage",
+                               "{root}{guest_kernel_fastiov}"),
+                           # beside the kernel, for host-check's look for the VF driver (CONFIG_IAVF)
+                           cmd("install", "-D", "-m", "0644", "kata-linux-5.19.2-96/.config",
+                               "{root}{guest_kernel_fastiov}.config"))),
         Component("guest-image", "guest image with the FastIOV agent (async VF driver init); needs docker",
                   None, tree_of="kata", work_subdir="tools/osbuilder",
                   env=(("USE_DOCKER", "true"), ("SECCOMP", "false"), ("EXTRA_PKGS", "kmod netplan.io")),
                   build=(cmd("./rootfs-builder/rootfs.sh", "-r", "{src}/ubuntu_rootfs", "ubuntu"),
                          cmd("./image-builder/image_builder.sh", "./ubuntu_rootfs")),
-                  install=(cmd("install", "-D", "-m", "0644", "kata-containers.img", "{root}{image_async}"),)),
+                  install=(keep_kata_static("{root}{image_async}"),
+                           cmd("install", "-D", "-m", "0644", "kata-containers.img", "{root}{image_async}"))),
         Component("fastiov-cni", "fastiov-cni plugin (Go), busPrefix from the testbed's PF", "fastiov-src",
                   work_subdir="fastiov-cni", toolchain="go1.19-debian",
                   env=GO_ENV + (("GOPATH", "{build}/gopath"),),
