@@ -119,6 +119,7 @@ class FastiovHostSettings(StrictModel):
     fastiov_module_path: Path | None = None  # fastiov.ko; None = skip the module on this host
     fastiov_device: Path = Path("/dev/dev_fastiov")  # the module's node: FastIOV QEMU registers guest memory there
     expected_kernel_suffix: str = "-rc5test"
+    stock_kernel_suffix: str = Field("-stock", min_length=1)  # EXTRAVERSION of the stock 6.4 kernel (vanilla variants)
     containerd_socket: Path = Path("/run/containerd/containerd.sock")
     containerd_config: Path = Path("/etc/containerd/config.toml")
     kata_config: Path = Path("/etc/kata-containers/configuration-qemu-3.toml")
@@ -230,9 +231,17 @@ class Profile(StrictModel):
     ablation_networks: list[NetworkMode] = Field(default_factory=lambda: ["none", "bridge"], min_length=1)
     ablation_concurrency: list[Concurrency] = Field(default_factory=lambda: [4], min_length=1)
     variants: list[str] = Field(default_factory=lambda: ["vanilla", "fastiov"], min_length=1)  # real host
+    # real host: the ablation's variants ([] = `variants`); the memory experiment (2 GB guests) at its own
+    # levels ([] = none); the app test's variants (the paper: vanilla, fastiov, no network)
+    ablation_variants: list[str] = Field(default_factory=list)
+    memory_variants: list[str] = Field(default_factory=list)
+    memory_concurrency: list[Concurrency] = Field(default_factory=lambda: [10], min_length=1)
+    app_variants: list[str] = Field(default_factory=lambda: ["fastiov"], min_length=1)
     app_concurrency: list[Concurrency] = Field(default_factory=lambda: [2], min_length=1)
     app_repeats: PositiveInt = 1
     app_file_mb: PositiveInt = Field(4, le=4096)
+    # the workload image's functions the app test runs, one sweep each (bench.app_functions)
+    app_functions: list[str] = Field(default_factory=lambda: ["download-hash"], min_length=1)
     pod_timeout_s: PositiveFloat = 120.0
     vsriov_vf_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1)
     vsriov_dma_sizes_mb: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
@@ -242,7 +251,7 @@ class Profile(StrictModel):
 
     @model_validator(mode="after")
     def _sorted_unique(self) -> "Profile":
-        for key in ("concurrency", "ablation_concurrency", "app_concurrency"):
+        for key in ("concurrency", "ablation_concurrency", "app_concurrency", "memory_concurrency"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"{key}: values must be unique, got {values}")

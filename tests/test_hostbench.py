@@ -211,18 +211,19 @@ def test_the_engine_stops_the_barrier_server_when_a_sweep_ends_badly(tmp_path):
 
     # no containerd: the round stops before any pod, as it cannot tell which network pods would get
     with pytest.raises(CniConfError, match="nobody-listens.sock: no containerd socket"):
-        engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["vanilla"],
+        engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["fastiov"],
                                  hooks=hooks, timeout_s=5)
     assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
 
     # a containerd that does not answer: every pod fails, and the barrier server stops all the same
     hooks = hostbench.RealHostRoundHooks(tb, netns_prefix="cni-fiovnone-", dmesg_cmd=dmesg, dmesg_clear_cmd=clear,
                                          reload_cni=lambda text: "not checked")
-    res = engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["vanilla"],
+    res = engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["fastiov"],
                                    hooks=hooks, timeout_s=5)
     assert [r.status for r in res.records] == ["failed"] and "did not answer" in res.message
     assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
     assert res.records[0].pod_name == "sandbox-001-001"
+    assert (res.rounds[0].kernel, res.rounds[0].kernel_release) == ("patched", "6.4.0-rc5test")  # per round
 
 
 def test_variant_rounds_prints_the_round_plan_for_the_evaluator(capsys):

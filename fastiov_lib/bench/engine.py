@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from fastiov_lib.config import Testbed
 from fastiov_lib.testbeds import backend_for
-from fastiov_lib.testbeds.base import TestbedBackend
+from fastiov_lib.testbeds.base import TestbedBackend, WrongKernel
 from fastiov_lib.testbeds.fastiov_host.backend import FastiovHostError
 from fastiov_lib.testbeds.local.backend import LocalBackendError
 from fastiov_lib.cri import (CriClient, CriError)
@@ -129,6 +129,11 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         raise BenchError(str(err)) from None
     if app is not None and "workload" not in target.images:
         raise BenchError("no workload image for the app test on this testbed")
+    try:  # a real host measures vanilla and FastIOV on different boots: refuse the wrong one up front
+        backend.check_kernel(names)
+    except WrongKernel as err:
+        raise BenchError(str(err)) from None
+    kernel, release = backend.booted_kernel(), backend.kernel_release()
 
     plan = [(v, c, r) for v in names for c in concurrency for r in range(repeats)]
     result = SweepResult(backend.name, experiment)
@@ -162,7 +167,8 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
                 break
             info = RoundInfo(experiment=experiment, variant=variant, network=target.network(variant),
                              runtime_handler=target.handler(variant), concurrency=conc, repeat=rep, index=index,
-                             total=len(plan), round_id=f"{experiment}-{variant}-c{conc}-r{rep}-{secrets.token_hex(3)}")
+                             total=len(plan), round_id=f"{experiment}-{variant}-c{conc}-r{rep}-{secrets.token_hex(3)}",
+                             kernel=kernel, kernel_release=release)
             if hooks is not None:
                 hooks.before_round(info, run)
             records = run_round(target, cri, runner, run, writer, info, stop, force, timeout_s, tenants, app)
