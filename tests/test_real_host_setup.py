@@ -244,3 +244,56 @@ def test_startup_cpus_confine_katas_overhead_cgroup_as_set_startup_cpu_sh(tmp_pa
     bare = build_fake_host(tmp_path / "bare", spec_for_testbed(tb, cgroup="none"), tb)
     with pytest.raises(RuntimeError, match="neither cgroup v2 nor a v1 cpuset"):
         startup_cpus_step(bare, 12)
+
+
+# ------------------------------------------------------------------ the two host kernels' builds (item 8)
+
+def test_the_fastiov_module_waits_for_the_patched_kernel_and_its_stamps_know_the_running_kernel(tmp_path):
+    tb = load_testbed(EXAMPLE, overrides={"allow_host_changes": True})
+    root = build_fake_host(tmp_path / "root", spec_for_testbed(tb, kernel_release="6.4.0-stock"), tb)
+    tb = tb.model_copy(update={"sys_root": root})
+    comps = components.fastiov_components(tb.fastiov)
+    module = next(c for c in comps if c.name == "fastiov-module")
+    builder = Builder(tb, build_dir=tmp_path / "bd", components=[c for c in comps if c.name in ("linux", module.name)],
+                      root=root)
+    builder.components = [module]  # the full component list is fastiov-module alone here
+    rows = builder.apply()  # a full build on the stock kernel: the module waits, nothing else is blocked
+    assert rows == [{"component": "fastiov-module", "step": "all",
+                     "status": "skipped: needs the patched kernel booted (this host runs 6.4.0-stock); reboot "
+                               "into it, then `build apply --component fastiov-module`"}]
+    with pytest.raises(components.BuildError, match="fastiov-module: needs the patched kernel booted"):
+        builder.apply(only=["fastiov-module"])
+    key = lambda step: builder._step_key(module, step)  # noqa: E731
+    before = (key("build"), key("install"))
+    (root / "proc/sys/kernel/osrelease").write_text("6.4.0-rc5test\n")
+    assert key("build") != before[0]  # built again for another kernel
+    build_key = key("build")
+    (root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    (root / "proc/sys/kernel/random/boot_id").write_text("a-new-boot\n")
+    assert key("build") == build_key and key("install") != before[1]  # loaded again after every boot
+
+
+def test_host_kernels_build_from_the_running_config_without_the_distributions_signing_keys():
+    tb = load_testbed(EXAMPLE)
+    comps = {c.name: c for c in components.fastiov_components(tb.fastiov)}
+    for name, suffix in (("linux", "-rc5test"), ("linux-vanilla", "-stock")):
+        c = comps[name]
+        argv = [cmd.argv for cmd in c.configure]
+        assert argv[1] == ("scripts/config", "--set-str", "SYSTEM_TRUSTED_KEYS", "",
+                           "--set-str", "SYSTEM_REVOCATION_KEYS", "")
+        assert argv[2] == ("make", "olddefconfig") and c.edits[0].what == f"Makefile: EXTRAVERSION = {suffix}"
+        assert c.edits[0].apply("VERSION = 6\nEXTRAVERSION = -rc5\n", type("C", (), {"settings": tb.fastiov})) \
+            == f"VERSION = 6\nEXTRAVERSION = {suffix}\n"
+    assert comps["linux-vanilla"].source == "linux-vanilla-src"
+
+
+def test_host_check_names_the_missing_kernel_build_packages(tmp_path):
+    from fastiov_lib.testbeds.fastiov_host.host_checks import check_kernel_build_deps
+
+    check = check_kernel_build_deps(tmp_path)  # an empty tree has none of them
+    assert check.status == "warn" and "flex, bison, bc, dwarves, libelf-dev, libssl-dev" in check.seen
+    for rel in ("usr/bin/flex", "usr/bin/bison", "usr/bin/bc", "usr/bin/pahole", "usr/include/gelf.h",
+                "usr/include/openssl/opensslv.h"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    assert check_kernel_build_deps(tmp_path).status == "pass"

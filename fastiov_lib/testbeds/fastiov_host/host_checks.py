@@ -179,8 +179,10 @@ def check_runtimes(root: Path, s: FastiovHostSettings) -> list[Check]:
                if not _p(root, p).exists()]
     out.append(Check("guest.files", "warn" if missing else "pass",
                      f"missing: {', '.join(missing)}" if missing else "guest kernels and images present",
-                     "build components guest-kernel/guest-image, or use the authors' prebuilt files"
-                     if missing else ""))
+                     "build components guest-kernel, guest-kernel-vanilla and guest-image (needs docker and "
+                     "internet: the agent's crates); the synchronous baseline image cannot be built (its agent "
+                     "change is not published): copy the authors' kata-containers-e810-sync.img to "
+                     f"{s.image_sync}" if missing else ""))
     return out
 
 
@@ -356,6 +358,22 @@ def check_libcurl_headers(root: Path) -> Check:
                  "apt-get install libcurl4-openssl-dev")
 
 
+KERNEL_BUILD_TOOLS = {"flex": "flex", "bison": "bison", "bc": "bc", "pahole": "dwarves"}
+KERNEL_BUILD_HEADERS = {"usr/include/gelf.h": "libelf-dev", "usr/include/openssl/opensslv.h": "libssl-dev"}
+
+
+def check_kernel_build_deps(root: Path) -> Check:
+    """What building the two host kernels needs beyond a compiler (Debian package names in the fix)."""
+    missing = [pkg for tool, pkg in KERNEL_BUILD_TOOLS.items()
+               if not (_p(root, f"usr/bin/{tool}").exists() or (Path(root) == Path("/") and shutil.which(tool)))]
+    missing += [pkg for header, pkg in KERNEL_BUILD_HEADERS.items() if not _p(root, header).is_file()]
+    if not missing:
+        return Check("build.kernel-deps", "pass", "flex, bison, bc, pahole, libelf and OpenSSL headers present "
+                                                  "(the host kernels build)")
+    return Check("build.kernel-deps", "warn", f"missing for the host kernel builds: {', '.join(missing)}",
+                 f"apt-get install {' '.join(missing)} (only needed for build components linux and linux-vanilla)")
+
+
 def check_go(root: Path) -> Check:
     """Go for the containerd, kata runtime and fastiov-cni builds (Debian's 1.19 builds all three)."""
     cands = sorted(_p(root, "usr/lib").glob("go-*/bin/go")) + [_p(root, "usr/local/go/bin/go")]
@@ -398,7 +416,8 @@ def fastiov_host_checks(testbed: Testbed, root: Path | None = None) -> list[Chec
     checks += check_runtimes(root, s)
     checks += check_configs(root, s)
     checks += [check_component_dirs(root, s), check_barrier_port(s), check_guest_vf_driver(root, s),
-               check_libcurl_headers(root), check_go(root), check_vf_devset_change(root)]
+               check_libcurl_headers(root), check_go(root), check_kernel_build_deps(root),
+               check_vf_devset_change(root)]
     return checks
 
 

@@ -91,6 +91,11 @@ class Component:
     install: tuple[Command, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     notes: str = ""
+    # the campaign kernel that must run for the build/install steps (the fastiov module is built against
+    # and loaded into the patched kernel): a full `build apply` skips the component on another kernel
+    needs_booted: str | None = None
+    # extra inputs of a step's stamp, e.g. the running kernel (a rebuilt module per kernel, a load per boot)
+    stamp_facts: Callable[[Any, str], str] | None = field(default=None, compare=False)
 
 
 # ------------------------------------------------------------------ hand edits as code
@@ -171,14 +176,33 @@ def configure_qemu(replace: dict[str, str] | None = None) -> Command:
 
 
 def load_fastiov_module(builder: "Builder", comp: Component, log: Any) -> str:
+    from fastiov_lib.testbeds.fastiov_host.host_checks import module_loaded
+
     settings = builder.ctx.settings
     module = settings.fastiov_module_path if settings else None
     if not module:
         raise BuildError("fastiov-module install: the testbed sets no fastiov.fastiov_module_path")
+    device = Path(builder.ctx.root) / str(settings.fastiov_device).lstrip("/")
+    if module_loaded(builder.ctx.root, "fastiov") and device.exists():
+        return f"fastiov already loaded; {settings.fastiov_device} present"
     builder.run_argv(comp, "install", ["insmod", str(module)], None, log)
-    if not settings.fastiov_device.exists():
+    if not device.exists():
         raise BuildError(f"fastiov-module install: {settings.fastiov_device} missing after insmod {module}")
     return f"insmod {module}; {settings.fastiov_device} present"
+
+
+def running_kernel_facts(ctx: Any, step: str) -> str:
+    """What a module's stamp depends on: the kernel it is built for (build), the boot it is loaded in (install)."""
+    root = Path(ctx.root)
+
+    def read(rel: str) -> str:
+        try:
+            return (root / rel).read_text().strip()
+        except OSError:
+            return ""
+
+    release = read("proc/sys/kernel/osrelease")
+    return f"{release} boot {read('proc/sys/kernel/random/boot_id')}" if step == "install" else release
 
 
 KATA_STATIC_TOP = "opt/kata"  # the release tarball's folder, moved to kata_prefix on install
@@ -290,32 +314,28 @@ def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
                                "{root}{kata_prefix}/bin/containerd-shim-kata-v2"),
                            cmd("install", "-D", "-m", "0755", "src/runtime/kata-runtime",
                                "{root}{kata_prefix}/bin/kata-runtime"))),
-        host_kernel_component("linux", "host kernel v6.4-rc5 with decomposed VFIO locking", "linux-src",
+        host_kernel_component(settings, "linux", "host kernel v6.4-rc5 with decomposed VFIO locking", "linux-src",
                               "expected_kernel_suffix",
                               "reboot into the -rc5test kernel afterwards (destructive: the host restarts); the "
                               "FastIOV variants run on it"),
-        host_kernel_component("linux-vanilla", "stock Linux 6.4 host kernel (VFs share a VFIO device set)",
+        host_kernel_component(settings, "linux-vanilla", "stock Linux 6.4 host kernel (VFs share a VFIO device set)",
                               "linux-vanilla-src", "stock_kernel_suffix",
                               "the vanilla variants and the baselines run on it (the campaign's first boot)"),
         Component("fastiov-module", "the fastiov kernel module (device node /dev/dev_fastiov)", None, tree_of="linux",
                   build=(cmd("bash", "make_fastiov.sh"),),
-                  install=(call(load_fastiov_module, "insmod {fastiov_module}; check /dev/dev_fastiov"),),
-                  notes="after rebooting into the patched kernel; make_fastiov.sh comes with 0001-linux.patch"),
+                  install=(call(load_fastiov_module, "insmod {fastiov_module} (unless loaded); check /dev/dev_fastiov"),),
+                  needs_booted="patched", stamp_facts=running_kernel_facts,
+                  notes="only on the booted patched kernel (a full build skips it elsewhere): built for the running "
+                        "kernel, loaded again after every boot; make_fastiov.sh comes with 0001-linux.patch"),
         qemu_component("qemu", "QEMU 6.2.0 with the DMA-mapping skip, configured with the patch's kata.cfg",
                        "{root}{qemu_fastiov}"),
         qemu_component("qemu-noskip", "QEMU 6.2.0 with 0001-qemu.patch minus the mem0 skip (vanilla baseline: "
                        "same timeline markers, guest RAM DMA-mapped eagerly)", "{root}{qemu_vanilla}", flavour="noskip"),
-        Component("guest-kernel", "guest kernel 5.19.2 via kata's build-kernel.sh, virtio_ring pre-faulting, iavf",
-                  "guest-linux-src", tree_of="kata", work_subdir="tools/packaging/kernel",
-                  unpack=(cmd("cp", "{cache}/linux-5.19.2.tar.xz", "."),
-                          cmd("./build-kernel.sh", "-v", "5.19.2", "setup")),
-                  build=(cmd("./build-kernel.sh", "-v", "5.19.2", "build"),),
-                  install=(keep_kata_static("{root}{guest_kernel_fastiov}"),
-                           cmd("install", "-D", "-m", "0644", "kata-linux-5.19.2-96/arch/x86/boot/bzImage",
-                               "{root}{guest_kernel_fastiov}"),
-                           # beside the kernel, for host-check's look for the VF driver (CONFIG_IAVF)
-                           cmd("install", "-D", "-m", "0644", "kata-linux-5.19.2-96/.config",
-                               "{root}{guest_kernel_fastiov}.config"))),
+        guest_kernel_component("guest-kernel", "guest kernel 5.19.2 via kata's build-kernel.sh, virtio_ring "
+                               "pre-faulting (0001-kata-kernel.patch), iavf", GUEST_KERNEL_DIR, "guest_kernel_fastiov"),
+        # the vanilla variants' guest kernel: the same kata build and fragments (iavf), without FastIOV's patch
+        guest_kernel_component("guest-kernel-vanilla", "guest kernel 5.19.2 via kata's build-kernel.sh, stock "
+                               "(no 0001-kata-kernel.patch), iavf", f"{GUEST_KERNEL_DIR}-vanilla", "guest_kernel_vanilla"),
         Component("guest-image", "guest image with the FastIOV agent (async VF driver init); needs docker",
                   None, tree_of="kata", work_subdir="tools/osbuilder",
                   env=(("USE_DOCKER", "true"), ("SECCOMP", "false"), ("EXTRA_PKGS", "kmod netplan.io")),
@@ -350,13 +370,14 @@ def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
 DISTRO_KEY_OPTIONS = ("SYSTEM_TRUSTED_KEYS", "SYSTEM_REVOCATION_KEYS")
 
 
-def host_kernel_component(name: str, description: str, source: str, suffix_setting: str, notes: str) -> Component:
+def host_kernel_component(settings: FastiovHostSettings, name: str, description: str, source: str, suffix_setting: str,
+                          notes: str) -> Component:
     """A host kernel from the running kernel's config, with its own EXTRAVERSION (how the campaign tells it)."""
     suffix = lambda ctx: getattr(ctx.settings, suffix_setting)  # noqa: E731
     keys = [a for k in DISTRO_KEY_OPTIONS for a in ("--set-str", k, "")]
     return Component(
         name, f"{description} (EXTRAVERSION from fastiov.{suffix_setting})", source,
-        edits=(SourceEdit(f"Makefile: EXTRAVERSION = fastiov.{suffix_setting}", "Makefile",
+        edits=(SourceEdit(f"Makefile: EXTRAVERSION = {getattr(settings, suffix_setting)}", "Makefile",
                           lambda text, ctx: set_makefile_extraversion(text, suffix(ctx)), suffix),),
         configure=(cmd("cp", "{kernel_config}", ".config"), cmd("scripts/config", *keys),
                    cmd("make", "olddefconfig")),
@@ -364,6 +385,23 @@ def host_kernel_component(name: str, description: str, source: str, suffix_setti
         install=(cmd("make", "INSTALL_MOD_PATH={root}", "modules_install"),
                  cmd("make", "INSTALL_PATH={root}/boot", "install")),
         notes=notes)
+
+
+GUEST_KERNEL_DIR = "kata-linux-5.19.2-96"  # where build-kernel.sh setup puts 5.19.2 (0001-kata-kernel.patch's directory)
+
+
+def guest_kernel_component(name: str, description: str, kernel_dir: str, target: str) -> Component:
+    """A guest kernel built by kata's build-kernel.sh into `kernel_dir` of the kata tree, installed to `target`."""
+    k = ("-k", kernel_dir) if kernel_dir != GUEST_KERNEL_DIR else ()  # its default dir: 0001-kata-kernel.patch's
+    dest = "{root}{" + target + "}"
+    return Component(
+        name, description, "guest-linux-src", tree_of="kata", work_subdir="tools/packaging/kernel",
+        unpack=(cmd("cp", "{cache}/linux-5.19.2.tar.xz", "."), cmd("./build-kernel.sh", "-v", "5.19.2", *k, "setup")),
+        build=(cmd("./build-kernel.sh", "-v", "5.19.2", *k, "build"),),
+        install=(keep_kata_static(dest),
+                 cmd("install", "-D", "-m", "0644", f"{kernel_dir}/arch/x86/boot/bzImage", dest),
+                 # beside the kernel, for host-check's look for the VF driver (CONFIG_IAVF)
+                 cmd("install", "-D", "-m", "0644", f"{kernel_dir}/.config", dest + ".config")))
 
 
 def _safe_prefix(settings: FastiovHostSettings) -> str:
