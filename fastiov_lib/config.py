@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from importlib import resources
-from ipaddress import IPv4Network
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -45,6 +45,9 @@ REPO_ROOT = project_root()
 PROFILES_DIR = Path(str(resources.files("fastiov_lib") / "profiles"))
 
 NetworkMode = Literal["none", "bridge", "macvlan", "hostdev", "ipvlan", "sriov"]
+# the workload image's functions (bench.app_functions): stand-ins for the paper's five, and the plain download
+AppFunction = Literal["standin-image", "standin-video", "standin-compress", "standin-inference", "standin-graph",
+                      "download-hash"]
 
 def _check_pci(value: str) -> str:
     try:
@@ -137,6 +140,10 @@ class FastiovHostSettings(StrictModel):
     image_sync: Path = Path("/opt/kata3/share/fastiov-artifact/kata-containers-e810-sync.img")
     guest_memory_mb: PositiveInt = 512
     storage_interface: str | None = None  # NIC whose address the storage server binds (app test)
+    # the storage server's address on the pods' subnet, put on storage_interface (a PF) at run set-up and
+    # taken off again at the end if the artifact added it (the original: 10.88.0.1/16 on the PF); None = use
+    # the address storage_interface already has
+    storage_address: IPv4Interface | None = None
     storage_port: int = Field(5100, ge=1, le=65535)
     rpc_timeout_s: PositiveFloat = 300.0
     # build, NIC and real-host round hooks (testbeds.fastiov_host.build, hw.nic, testbeds.fastiov_host.round_hooks)
@@ -241,7 +248,7 @@ class Profile(StrictModel):
     app_repeats: PositiveInt = 1
     app_file_mb: PositiveInt = Field(4, le=4096)
     # the workload image's functions the app test runs, one sweep each (bench.app_functions)
-    app_functions: list[str] = Field(default_factory=lambda: ["download-hash"], min_length=1)
+    app_functions: list[AppFunction] = Field(default_factory=lambda: ["download-hash"], min_length=1)
     pod_timeout_s: PositiveFloat = 120.0
     vsriov_vf_counts: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1)
     vsriov_dma_sizes_mb: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256], min_length=1)

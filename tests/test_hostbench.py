@@ -62,6 +62,7 @@ def test_round_hooks_set_up_the_run_clean_up_switch_variant_and_slice_logs(tmp_p
     net_d = tmp_path / "root/etc/cni/net.d"
     tb = load_testbed(EXAMPLE, overrides={
         "allow_host_changes": True, "fastiov.barrier_port": port, "fastiov.log_settle_s": 0,
+        "fastiov.storage_address": None,  # tested on a real interface below
         # what containerd would find in its conf dir when it starts
         "fastiov.containerd_restart": ["sh", "-c", f"echo restart >> {restarts}; ls {net_d} >> {restarts}.net.d"],
     })
@@ -201,7 +202,7 @@ def test_the_engine_stops_the_barrier_server_when_a_sweep_ends_badly(tmp_path):
     port = _free_port()
     tb = load_testbed(EXAMPLE, overrides={
         "allow_host_changes": True, "fastiov.barrier_port": port, "fastiov.log_settle_s": 0,
-        "fastiov.containerd_restart": ["true"], "fastiov.rpc_timeout_s": 5,
+        "fastiov.containerd_restart": ["true"], "fastiov.rpc_timeout_s": 5, "fastiov.storage_address": None,
         "fastiov.containerd_socket": str(tmp_path / "nobody-listens.sock")})
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
     tb = tb.model_copy(update={"sys_root": root})
@@ -232,3 +233,52 @@ def test_variant_rounds_prints_the_round_plan_for_the_evaluator(capsys):
     assert main(["variant", "rounds", "--testbed", EXAMPLE]) == 0
     out = capsys.readouterr().out
     assert "start barrier server" in out and "/tmp/pod_test" in out and "dmesg -C" in out
+
+
+def test_the_storage_address_is_added_for_the_run_and_only_what_was_added_is_removed(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2 for a real interface")
+    from fastiov_lib.testbeds.fastiov_host.storage_address import interface_addresses
+
+    link = f"fiovst{secrets.token_hex(2)}"
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", link + "p"], check=True)
+    try:
+        port = _free_port()
+        tb = load_testbed(EXAMPLE, overrides={"allow_host_changes": True, "fastiov.barrier_port": port,
+                                              "fastiov.containerd_restart": ["true"],
+                                              "fastiov.storage_interface": link,
+                                              "fastiov.storage_address": "10.88.0.1/16"})
+        root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
+        hooks = hostbench.RealHostRoundHooks(tb, root=root)
+        assert any(r["action"].startswith("ip addr add 10.88.0.1/16") for r in hooks.plan())
+        done = hooks.start(_Run(tmp_path / "run"))
+        assert done["storage_address"] == {"address": "10.88.0.1/16", "added": True}
+        assert [str(a) for a in interface_addresses(link)] == ["10.88.0.1/16"]
+        backend = __import__("fastiov_lib.testbeds", fromlist=["backend_for"]).backend_for(tb)
+        assert backend.app_endpoint("fastiov").host == "10.88.0.1"
+        hooks.close()
+        assert interface_addresses(link) == []  # it added it, so it removed it
+        subprocess.run(["ip", "addr", "add", "10.88.0.1/16", "dev", link], check=True)
+        hooks = hostbench.RealHostRoundHooks(tb, root=root)
+        assert hooks.start(_Run(tmp_path / "run2"))["storage_address"]["added"] is False
+        hooks.close()
+        assert [str(a) for a in interface_addresses(link)] == ["10.88.0.1/16"]  # not ours: kept
+    finally:
+        subprocess.run(["ip", "link", "delete", link], capture_output=True)
+
+
+def test_the_nic_guard_accepts_the_storage_address_on_a_pf_and_nothing_else(tmp_path):
+    from ipaddress import IPv4Network
+
+    from fastiov_lib.hw import nic
+    from fastiov_lib.hw.discovery import read_routes, route_network
+
+    tb = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": None})
+    root = build_fake_host(tmp_path / "root", spec_for_testbed(tb, addressed_netdevs=("ens1f0",)), tb)
+    assert [str(route_network(r)) for r in read_routes(root) if r.iface == "ens1f0"] == ["10.20.0.0/16"]
+    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(tb, root))
+    pods = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": "10.20.0.1/16"})  # that route is its own
+    assert not any("ens1f0" in p for p in nic.nic_guard_problems(pods, root))
+    other = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": "10.88.0.1/16"})  # another net: refused
+    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(other, root))
+    assert route_network(next(r for r in read_routes(root) if r.iface == "ens1f0")).subnet_of(IPv4Network("10.0.0.0/8"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 import pytest
@@ -188,9 +189,10 @@ def test_containerd_config_carries_the_originals_settings():
     assert ours["oom_score"] == original["oom_score"] == 0
     o_cri, cri = original["plugins"]["io.containerd.grpc.v1.cri"], ours["plugins"]["io.containerd.grpc.v1.cri"]
     for key in ("stats_collect_period", "restrict_oom_score_adj", "disable_tcp_service", "stream_server_address",
-                "stream_server_port", "enable_selinux", "max_container_log_line_size", "max_concurrent_downloads",
-                "sandbox_image"):
+                "stream_server_port", "enable_selinux", "max_container_log_line_size", "max_concurrent_downloads"):
         assert cri[key] == o_cri[key], key
+    # the one deliberate difference: a pause image built here and imported, so an offline host pulls nothing
+    assert o_cri["sandbox_image"] == "registry.k8s.io/pause:3.8" and cri["sandbox_image"] == "fastiov.local/fiov-pause:1"
     assert cri["cni"]["max_conf_num"] == o_cri["cni"]["max_conf_num"] == 1
 
 
@@ -297,3 +299,15 @@ def test_host_check_names_the_missing_kernel_build_packages(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("")
     assert check_kernel_build_deps(tmp_path).status == "pass"
+
+
+def test_the_storage_address_must_be_the_pods_gateway_on_a_named_interface():
+    from fastiov_lib.testbeds.fastiov_host.storage_address import check_storage_address
+
+    s = load_testbed(EXAMPLE).fastiov
+    assert check_storage_address(s, "10.88.0.0/16").status == "pass"
+    bad = s.model_copy(update={"storage_address": IPv4Interface("10.88.0.7/16")})
+    assert "not 10.88.0.1, the address host-local IPAM keeps back" in check_storage_address(bad, "10.88.0.0/16").seen
+    away = s.model_copy(update={"storage_address": IPv4Interface("192.168.1.1/24")})
+    assert "outside the pods' subnet" in check_storage_address(away, "10.88.0.0/16").seen
+    assert check_storage_address(s.model_copy(update={"storage_address": None}), "10.88.0.0/16").status == "warn"

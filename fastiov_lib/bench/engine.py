@@ -78,14 +78,16 @@ def run_startup_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrenc
 
 def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: Sequence[int], repeats: int,
                   network: str | None = None, file_mb: int = 4, hooks: RoundHooks | None = None,
-                  timeout_s: float = 120.0, tenants: int = 1) -> SweepResult:
-    """The app test: each pod runs the workload, which downloads `file_mb` MiB from the storage
-    server on the host and hashes it; the completion time per pod is measured.
+                  timeout_s: float = 120.0, tenants: int = 1, function: str = "download-hash") -> SweepResult:
+    """The app test: each pod runs one function of the workload image (bench.app_functions), which
+    downloads its input (about `file_mb` MiB) from the storage server on the host and computes on
+    it; the completion time per pod is measured.
 
     The back end says where the storage server listens (locally: the gateway of `network`, which
     must give the host a path to pods: bridge, macvlan or hostdev).
     """
-    from fastiov_lib.bench.storage_server import StorageServer, make_input_file
+    from fastiov_lib.bench.app_functions import UnknownFunction, make_function_input
+    from fastiov_lib.bench.storage_server import StorageServer
 
     backend = _backend(testbed)
     if not backend.runs_pods:
@@ -94,9 +96,12 @@ def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: S
         endpoint = backend.app_endpoint(network)
     except (LocalBackendError, FastiovHostError) as err:
         raise BenchError(str(err)) from None
-    input_file = make_input_file(Path(endpoint.data_dir), file_mb)
+    try:
+        input_file = make_function_input(Path(endpoint.data_dir), function, file_mb)
+    except UnknownFunction as err:
+        raise BenchError(str(err)) from None
     app = {"host": endpoint.host, "port": endpoint.port, "path": f"/download/{input_file.name}", "file_mb": file_mb,
-           "size_bytes": input_file.size_bytes}
+           "size_bytes": input_file.size_bytes, "function": function}
     try:
         server = StorageServer(endpoint.data_dir, endpoint.host, endpoint.port)
     except OSError as err:

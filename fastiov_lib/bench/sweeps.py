@@ -26,10 +26,12 @@ def run_profile_sweep(backend: TestbedBackend, run: RunDir, profile: Profile, ex
     hooks = backend.round_hooks()
     results: list[SweepResult] = []
     for spec in plan.specs:
-        if experiment == "app":
-            results.append(run_app_sweep(backend, run, spec.concurrency, spec.repeats, network=spec.variants[0],
-                                         file_mb=profile.app_file_mb, timeout_s=profile.pod_timeout_s,
-                                         hooks=hooks, tenants=spec.tenants))
+        if experiment == "app":  # one sweep per variant and function (each function has its own input)
+            for variant in spec.variants:
+                for function in spec.functions or ("download-hash",):
+                    results.append(run_app_sweep(backend, run, spec.concurrency, spec.repeats, network=variant,
+                                                 file_mb=profile.app_file_mb, timeout_s=profile.pod_timeout_s,
+                                                 hooks=hooks, tenants=spec.tenants, function=function))
         else:
             results.append(run_startup_sweep(backend, run, spec.concurrency, spec.repeats, variants=spec.variants,
                                              experiment=spec.experiment, timeout_s=profile.pod_timeout_s,

@@ -76,7 +76,7 @@ class FastiovHostBackend(TestbedBackend):
         return nic_plan(self.testbed)
 
     def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:
-        from fastiov_lib.testbeds.fastiov_host.runtime_config import VARIANTS
+        from fastiov_lib.testbeds.fastiov_host.runtime_config import SANDBOX_IMAGE, VARIANTS, WORKLOAD_IMAGE
 
         fs = self.testbed.fastiov
         handler = self.testbed.runtime_handler
@@ -86,7 +86,7 @@ class FastiovHostBackend(TestbedBackend):
             rpc_timeout_s=fs.rpc_timeout_s, pod_log_root=Path(fs.build_dir).parent / "fastiov-pod-logs",
             handler=lambda v: handler, network=net,
             host_network=lambda v: net(v) == "host",  # the original's no-network baseline: no CNI call at all
-            reachable=lambda v: False, images={"workload": "fastiov.local/fiov-workload:1"},
+            reachable=lambda v: False, images={"workload": WORKLOAD_IMAGE, "pause": SANDBOX_IMAGE},
             pod_name=original_pod_name,
         )
 
@@ -166,5 +166,6 @@ class FastiovHostBackend(TestbedBackend):
         if not fs.storage_interface:
             raise FastiovHostError(f"testbed {self.name!r}: fastiov.storage_interface is not set; the app test "
                                    "needs the address the pods reach the storage server at")
-        return AppEndpoint(_interface_address(fs.storage_interface), fs.storage_port,
-                           Path(fs.build_dir).parent / "fastiov-storage", network or self.default_variant)
+        host = str(fs.storage_address.ip) if fs.storage_address is not None else _interface_address(fs.storage_interface)
+        return AppEndpoint(host, fs.storage_port, Path(fs.build_dir).parent / "fastiov-storage",
+                           network or self.default_variant)

@@ -300,6 +300,26 @@ def check_component_dirs(root: Path, s: FastiovHostSettings) -> Check:
                  "the benchmark's run set-up creates them (allow_host_changes), or mkdir -p them")
 
 
+def check_pod_images(s: FastiovHostSettings) -> Check:
+    """The sandbox and workload images must be in containerd already: an offline host cannot pull them."""
+    from fastiov_lib.cri import CriClient, CriError
+    from fastiov_lib.testbeds.fastiov_host.build.pod_images import POD_IMAGES
+
+    fix = "fastiov-artifact build apply --component pod-images (builds them from C and imports them)"
+    if not s.containerd_socket.exists():
+        return Check("images.pods", "warn", f"{s.containerd_socket} absent: containerd not running, images not "
+                     "checked", fix)
+    try:
+        with CriClient(s.containerd_socket, api="auto", timeout_s=10) as cri:
+            missing = [ref for ref in POD_IMAGES.values() if not cri.image_present(ref)]
+    except CriError as exc:
+        return Check("images.pods", "fail", f"{s.containerd_socket}: CRI does not answer ({exc})",
+                     "systemctl restart containerd")
+    if missing:
+        return Check("images.pods", "fail", f"not in containerd: {', '.join(missing)} (round 1 would pull)", fix)
+    return Check("images.pods", "pass", f"{', '.join(POD_IMAGES.values())} in containerd (no pull before a pod)")
+
+
 def check_barrier_port(s: FastiovHostSettings) -> Check:
     """The barrier server's port on the loopback must be free (the kata runtime hard-codes 5005)."""
     from fastiov_lib.testbeds.fastiov_host.barrier_server import port_is_free
@@ -415,6 +435,12 @@ def fastiov_host_checks(testbed: Testbed, root: Path | None = None) -> list[Chec
     checks.append(check_fastiov_module(root, s))
     checks += check_runtimes(root, s)
     checks += check_configs(root, s)
+    from fastiov_lib.testbeds.fastiov_host.runtime_config import CNI_SUBNET
+    from fastiov_lib.testbeds.fastiov_host.storage_address import check_storage_address
+
+    checks.append(check_storage_address(s, CNI_SUBNET))
+    if Path(root) == Path("/"):  # asks the running containerd: only on the host itself, never on a tree
+        checks.append(check_pod_images(s))
     checks += [check_component_dirs(root, s), check_barrier_port(s), check_guest_vf_driver(root, s),
                check_libcurl_headers(root), check_go(root), check_kernel_build_deps(root),
                check_vf_devset_change(root)]

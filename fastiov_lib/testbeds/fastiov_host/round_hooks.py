@@ -109,6 +109,7 @@ class RealHostRoundHooks:
         # conflist text -> name of the network containerd loaded (CniConfError if another one)
         self.reload_cni = reload_cni or self._reload_and_verify
         self.barrier = None
+        self.storage_address_added = False
         self.started = False
         self.active_variant: str | None = None
         self._dmesg_lines = 0
@@ -132,6 +133,10 @@ class RealHostRoundHooks:
              "target": f"{self.barrier_host}:{s.barrier_port}",
              "why": "the patched kata runtime GETs /barrierVM before every sandbox and fails it otherwise"},
         ]
+        if s.storage_address is not None and s.storage_interface:
+            rows.append({"when": "before run", "action": f"ip addr add {s.storage_address} (if missing)",
+                         "target": s.storage_interface,
+                         "why": "the app test's storage server on the pods' subnet; removed after the run if added"})
         if s.startup_cpus:
             from fastiov_lib.testbeds.fastiov_host.startup_cpus import OVERHEAD_CGROUP, cpu_range
 
@@ -178,6 +183,9 @@ class RealHostRoundHooks:
                      "why": "VFIO open/reset lines -> logs/<round>/dmesg-vfio.log"})
         rows.append({"when": "after run", "action": "stop barrier server", "target": f"{self.barrier_host}:{s.barrier_port}",
                      "why": "always, also when the run fails or is interrupted (the engine's finally)"})
+        if s.storage_address is not None and s.storage_interface:
+            rows.append({"when": "after run", "action": f"ip addr del {s.storage_address} (if the run added it)",
+                         "target": s.storage_interface, "why": "only what the artifact added is removed"})
         return rows
 
     # -- run
@@ -200,6 +208,11 @@ class RealHostRoundHooks:
 
         done["vf_devset"] = vf_devset_fact(self.root).as_dict()  # the report says what it means
         try:
+            if self.s.storage_address is not None and self.s.storage_interface:
+                from fastiov_lib.testbeds.fastiov_host.storage_address import ensure_storage_address
+
+                self.storage_address_added = ensure_storage_address(self.s)
+                done["storage_address"] = {"address": str(self.s.storage_address), "added": self.storage_address_added}
             if self.s.startup_cpus:
                 from fastiov_lib.testbeds.fastiov_host.startup_cpus import confine_overhead
 
@@ -221,6 +234,11 @@ class RealHostRoundHooks:
         if self.barrier is not None:
             self.barrier.stop()
             stats = self.barrier.stats()
+        if self.storage_address_added:  # only what this run added
+            from fastiov_lib.testbeds.fastiov_host.storage_address import remove_storage_address
+
+            remove_storage_address(self.s)
+            self.storage_address_added = False
         self.started = False
         return stats
 

@@ -27,7 +27,8 @@ from fastiov_lib.hw.host_steps import Action, Step, backup_file, default_backup_
 KataKey = tuple[str, ...]  # ("hypervisor", "qemu", "path")
 VARIANT_FILE = "variant.json"
 CNI_CONFLIST = "10-fastiov-artifact.conflist"
-SANDBOX_IMAGE = "registry.k8s.io/pause:3.8"
+SANDBOX_IMAGE = "fastiov.local/fiov-pause:1"  # built from C and imported (build component pod-images): no pull
+WORKLOAD_IMAGE = "fastiov.local/fiov-workload:1"  # the app test's functions, the same way
 CNI_SUBNET = "10.88.0.0/16"
 MAX_TX_RATE = 4000  # Mbit/s per VF, as in the original conflist
 

@@ -361,6 +361,7 @@ def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
         Component("runtime-configs", "containerd, kata (variant keys), CNI and crictl configs from templates",
                   None, install=(call(_deploy_runtime_configs,
                                       "render templates; write config.toml, kata TOML, conflist, crictl.yaml"),)),
+        pod_images_component(),
     ]
 
 
@@ -402,6 +403,12 @@ def guest_kernel_component(name: str, description: str, kernel_dir: str, target:
                  cmd("install", "-D", "-m", "0644", f"{kernel_dir}/arch/x86/boot/bzImage", dest),
                  # beside the kernel, for host-check's look for the VF driver (CONFIG_IAVF)
                  cmd("install", "-D", "-m", "0644", f"{kernel_dir}/.config", dest + ".config")))
+
+
+def pod_images_component() -> Component:
+    from fastiov_lib.testbeds.fastiov_host.build.pod_images import pod_images_component as make
+
+    return make()
 
 
 def _safe_prefix(settings: FastiovHostSettings) -> str:
