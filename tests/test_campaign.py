@@ -116,3 +116,22 @@ def test_a_testbed_without_kernels_of_its_own_is_one_boot(capsys):
     plan = json.loads(capsys.readouterr().out)
     assert [b["kernel"] for b in plan["boots"]] == [None] and plan["boots"][0]["booted"] is True
     assert {r["experiment"] for r in plan["boots"][0]["rounds"]} == {"startup", "ablation", "app"}
+
+
+def test_a_run_continued_after_a_reboot_records_both_boots_and_its_captions_name_both_kernels(tmp_path):
+    from fastiov_lib.analysis.stats import load_run
+    from fastiov_lib.run.rundir import create_run_dir
+    from fastiov_lib.testbeds.fastiov_host.round_hooks import RealHostRoundHooks
+
+    profile = load_profile("paper")
+    for sub, release in (("stock", "6.4.0-stock"), ("patched", "6.4.0-rc5test")):
+        tb, root = _fake_host(tmp_path / sub, release)
+        (root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+        (root / "proc/sys/kernel/random/boot_id").write_text(f"boot-{sub}\n")
+        run = create_run_dir(tb, profile, run_id="campaign", results_root=tmp_path / "results")  # continued
+        hooks = RealHostRoundHooks(tb, root=root)
+        hooks.record_boot(run)
+        hooks.record_boot(run)  # once per boot, however often the run set-up runs
+    boots = run.read_run_info()["boots"]
+    assert [(b["kernel"], b["release"]) for b in boots] == [("stock", "6.4.0-stock"), ("patched", "6.4.0-rc5test")]
+    assert "kernels 6.4.0-rc5test (patched), 6.4.0-stock (stock)" in load_run(run.path).caption

@@ -191,6 +191,12 @@ def test_an_interrupted_round_with_the_instrumented_containerd_leaves_nothing_be
 
 # ------------------------------------------------------------------ the real host's containerd behaviour, for real
 
+@pytest.fixture
+def live(itb):
+    """The instrumented testbed up (again: the interruption test above takes it down)."""
+    return local_testbed.ensure_up(itb)
+
+
 def _reset_mode(itb, socket: Path) -> None:
     """Back to the bridge mode whatever a test left in the one conf_dir."""
     marker = instrumented.active_conf_dir(itb).parent / instrumented.ACTIVE_MODE_FILE
@@ -201,7 +207,7 @@ def _reset_mode(itb, socket: Path) -> None:
 @needs_local_testbed
 @needs_build_inputs
 @pytest.mark.slow
-def test_tenant_args_reach_the_cni_plugin_as_strings_and_concurrent_pods_get_their_own_netns(itb, ihandle, tmp_path):
+def test_tenant_args_reach_the_cni_plugin_as_strings_and_concurrent_pods_get_their_own_netns(itb, live, tmp_path):
     """patches 0002 (fastiov-cni reads tenantID/tenantPodIndex as strings) and 0003 (a netns per pod)."""
     import json
     from concurrent.futures import ThreadPoolExecutor
@@ -216,13 +222,13 @@ def test_tenant_args_reach_the_cni_plugin_as_strings_and_concurrent_pods_get_the
     recorder.chmod(0o755)
     conf = local_testbed.conflist_for(itb, "bridge")
     conf["plugins"][0].update(type=recorder.name, capabilities={"tenantID": True, "tenantPodIndex": True})
-    instrumented.activate_mode(itb, conf, "tenant-recorder", ihandle.socket)
+    instrumented.activate_mode(itb, conf, "tenant-recorder", live.socket)
     pods = [PodSpec("sandbox-003-002", "test", "u1", log_directory=str(tmp_path / "l1")),
             PodSpec("free-name", "test", "u2", log_directory=str(tmp_path / "l2"),
                     annotations={"fastiov.tenant-id": "0007", "fastiov.tenant-pod-index": "1"}),
             PodSpec("no-tenant", "test", "u3", log_directory=str(tmp_path / "l3"))]
     ids: list[str] = []
-    with CriClient(ihandle.socket, api="v1alpha2", timeout_s=60) as cri:
+    with CriClient(live.socket, api="v1alpha2", timeout_s=60) as cri:
         try:
             with ThreadPoolExecutor(3) as pool:  # at once: with the published pool's shared netns only one succeeds
                 ids = list(pool.map(lambda pod: cri.run_pod_sandbox(cri.sandbox_config(pod), "runc-bridge"), pods))
@@ -232,7 +238,7 @@ def test_tenant_args_reach_the_cni_plugin_as_strings_and_concurrent_pods_get_the
                 cri.stop_pod_sandbox(i)
                 cri.remove_pod_sandbox(i)
             recorder.unlink()
-            _reset_mode(itb, ihandle.socket)
+            _reset_mode(itb, live.socket)
     assert len(ips) == 3 and "" not in ips
     configs = [json.loads(line).get("runtimeConfig", {}) for line in seen.read_text().splitlines()]
     runtime = {rc.get("tenantID"): rc for rc in configs}
@@ -245,7 +251,7 @@ def test_tenant_args_reach_the_cni_plugin_as_strings_and_concurrent_pods_get_the
 @needs_local_testbed
 @needs_build_inputs
 @pytest.mark.slow
-def test_containerd_1_3_loads_only_the_first_conflist_until_the_shadowing_one_is_moved_aside(itb, ihandle, tmp_path):
+def test_containerd_1_3_loads_only_the_first_conflist_until_the_shadowing_one_is_moved_aside(itb, live, tmp_path):
     """What the real host's variant switch relies on: Status reloads, the first file wins, oldconfs/ restores."""
     import json
 
@@ -264,22 +270,22 @@ def test_containerd_1_3_loads_only_the_first_conflist_until_the_shadowing_one_is
     s = FastiovHostSettings(pfs=["0000:e3:00.0"], cni_conf_dir=conf_dir)
     try:
         with pytest.raises(cni_conf.CniConfError, match="active network is 'containerd-net'.*10-containerd-net.conflist"):
-            cni_conf.reload_and_verify(ihandle.socket, "v1alpha2", ours_text, conf_dir)
+            cni_conf.reload_and_verify(live.socket, "v1alpha2", ours_text, conf_dir)
         results = cni_conf.move_aside_step(s, Path("/"), "10-fastiov-artifact.conflist").apply(True, tmp_path / "bk")
         assert [r.status for r in results] == ["done"]
         assert (tmp_path / "bk" / str(conf_dir / "10-containerd-net.conflist").lstrip("/")).is_file()
-        assert cni_conf.reload_and_verify(ihandle.socket, "v1alpha2", ours_text, conf_dir) == "fti-artifact-net"
+        assert cni_conf.reload_and_verify(live.socket, "v1alpha2", ours_text, conf_dir) == "fti-artifact-net"
         # a variant's new conflist under the same name: loaded on the next Status, as the round hooks do
         other = json.dumps({**ours, "name": "fti-other-variant"})
         (conf_dir / "10-fastiov-artifact.conflist").write_text(other)
-        assert cni_conf.reload_and_verify(ihandle.socket, "v1alpha2", other, conf_dir) == "fti-other-variant"
+        assert cni_conf.reload_and_verify(live.socket, "v1alpha2", other, conf_dir) == "fti-other-variant"
         assert cni_conf.restore_moved(s, Path("/")) == [str(conf_dir / "10-containerd-net.conflist")]
         assert json.loads((conf_dir / "10-containerd-net.conflist").read_text())["name"] == "containerd-net"
         assert not (conf_dir / "oldconfs" / cni_conf.MOVED_RECORD).exists()
     finally:
         (conf_dir / "10-containerd-net.conflist").unlink(missing_ok=True)
         (conf_dir / "10-fastiov-artifact.conflist").unlink(missing_ok=True)
-        _reset_mode(itb, ihandle.socket)
+        _reset_mode(itb, live.socket)
 
 
 @needs_build_inputs
@@ -301,3 +307,21 @@ def test_the_real_host_containerd_config_is_read_by_containerd_1_3_with_the_orig
     assert data["oom_score"] == 0 and cri["stats_collect_period"] == 10 and cri["restrict_oom_score_adj"] is False
     assert cri["cni"]["max_conf_num"] == 1 and cri["cni"]["conf_dir"] == "/etc/cni/net.d"
     assert cri["containerd"]["runtimes"]["kata"]["runtime_type"] == "io.containerd.kata3.v2"
+
+
+@needs_local_testbed
+@needs_build_inputs
+@pytest.mark.slow
+def test_the_real_hosts_pod_images_are_built_from_c_and_imported_without_a_registry(itb, live, tmp_path):
+    from fastiov_lib.config import load_testbed
+    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
+    from fastiov_lib.testbeds.fastiov_host.build.pod_images import POD_IMAGES, pod_images_component
+
+    host = load_testbed(REPO_ROOT / "testbeds" / "fastiov-e810.example.yaml",
+                        overrides={"allow_host_changes": True, "fastiov.containerd_socket": str(live.socket)})
+    builder = Builder(host, components=[pod_images_component()], build_dir=tmp_path / "bd", root=Path("/"))
+    rows = builder.apply()
+    assert [(r["step"], r["status"]) for r in rows] == [("build", "done"), ("install", "done")]
+    with CriClient(live.socket, api="v1alpha2", timeout_s=30) as cri:
+        assert all(cri.image_present(ref) for ref in POD_IMAGES.values())
+    assert [r["status"] for r in builder.apply()] == ["skipped (stamp)", "skipped (stamp)"]

@@ -226,7 +226,28 @@ class RealHostRoundHooks:
             raise
         if run is not None:
             _write_json(Path(run.logs_dir) / RUN_SETUP_FILE, done)
+            self.record_boot(run)
         return done
+
+    def record_boot(self, run: Any) -> None:
+        """Add this boot (campaign kernel, release, boot id) to run.json's `boots`: a campaign's run
+        directory is continued after a reboot, and its figures name every kernel that measured."""
+        from fastiov_lib.testbeds.fastiov_host.kernels import booted_kernel, kernel_release
+
+        update = getattr(run, "update_run_info", None)
+        if update is None:
+            return
+        try:
+            boot_id = (self.root / "proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot_id = ""
+        boots = list(run.read_run_info().get("boots") or [])
+        if not any(b.get("boot_id") == boot_id and b.get("release") == kernel_release(self.root) for b in boots):
+            import datetime as _dt
+
+            boots.append({"kernel": booted_kernel(self.s, self.root), "release": kernel_release(self.root),
+                          "boot_id": boot_id, "first_round_at": _dt.datetime.now(_dt.timezone.utc).isoformat()})
+            update(boots=boots)
 
     def close(self) -> dict[str, Any]:
         """Stop the barrier server (idempotent); returns its final counters."""
