@@ -35,11 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib.bench import engine as bench
 
 from fastiov_lib.testbeds.local import testbed as local_testbed
 from fastiov_lib.config import load_profile, load_testbed
-from fastiov_lib.run.rundir import create_run_dir, host_facts
+from fastiov_lib.run.provenance import host_facts, tool_versions
+from fastiov_lib.run.rundir import create_run_dir
 
 _LOG_RE = re.compile(r'^time="(?P<time>[^"]+)".*msg="RunPodSandbox for &PodSandboxMetadata\{[^}]*'
                      r'Uid:(?P<uid>[^,]+),[^}]*\}(?P<returns> returns sandbox id)?')
@@ -115,10 +117,10 @@ def measure(testbed, network: str, levels: list[tuple[int, int]], run_root: Path
     results = []
     profile = load_profile("smoke")
     if warmup:  # first calls pay for lazy imports and channel set-up; measured like pyperf's warm-ups, not kept
-        run = create_run_dir(testbed, profile, run_id="harness-warmup", results_root=run_root)
+        run = create_run_dir(testbed, profile, run_id="harness-warmup", results_root=run_root, facts=backend_for(testbed).facts())
         bench.run_startup_sweep(testbed, run, [1], warmup, networks=[network], experiment="harness-warmup")
     for conc, rounds in levels:
-        run = create_run_dir(testbed, profile, run_id=f"harness-c{conc}", results_root=run_root)
+        run = create_run_dir(testbed, profile, run_id=f"harness-c{conc}", results_root=run_root, facts=backend_for(testbed).facts())
         sweep = bench.run_startup_sweep(testbed, run, [conc], rounds, networks=[network], experiment="harness")
         added: list[float] = []
         request_leg: list[float] = []
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "network": args.network,
         "warmup_rounds": args.warmup,
         "runtime_handler": handle.runtime_handler(args.network),
-        "machine": {**host_facts(), "tools": _tool_versions()},
+        "machine": {**host_facts().model_dump(), "tools": tool_versions()},
         # the machine is shared: other work running at the same time inflates the tails
         "load_avg_before": load_before,
         "load_avg_after": list(os.getloadavg()),
@@ -273,19 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(out)
     return 0
-
-
-def _tool_versions() -> dict[str, str | None]:
-    import subprocess
-
-    out: dict[str, str | None] = {}
-    for tool in ("containerd", "runc"):
-        try:
-            text = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10).stdout
-            out[tool] = text.splitlines()[0] if text else None
-        except OSError:
-            out[tool] = None
-    return out
 
 
 if __name__ == "__main__":

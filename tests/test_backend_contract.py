@@ -6,6 +6,7 @@ import os
 import pandas as pd
 import pytest
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib.config import load_profile, load_testbed
 from fastiov_lib.hw.fake_sysfs import FakeSysfs, build_fake_host, spec_for_testbed
 from fastiov_lib.run.rundir import create_run_dir
@@ -76,7 +77,7 @@ def test_the_fake_fastiov_host_answers_the_interface(fake_host, tmp_path):
     assert isinstance(target, PodTarget) and target.handler("vanilla") == fake_host.testbed.runtime_handler
     assert fake_host.round_hooks() is not None and fake_host.baseline_variant == "vanilla"
     prof = load_profile("smoke")
-    run = create_run_dir(fake_host.testbed, prof, run_id="contract", results_root=tmp_path)
+    run = create_run_dir(fake_host.testbed, prof, run_id="contract", results_root=tmp_path, facts=backend_for(fake_host.testbed).facts())
     tables = fake_host.prepare_nic(run, prof)
     vfs = tables["result"][tables["result"]["vf"] != ""]
     assert set(tables) >= {"result", "timings"} and len(vfs) == 4  # 2 PFs x 2 VFs, bound for real
@@ -89,7 +90,7 @@ def test_the_virtual_sriov_host_answers_the_interface_and_says_it_has_no_pods(vs
     with pytest.raises(NoPodsOnTestbed):
         vsriov_backend.pod_target(["none"], [1])
     prof = load_profile("smoke")
-    run = create_run_dir(vsriov_backend.testbed, prof, run_id="contract", results_root=tmp_path)
+    run = create_run_dir(vsriov_backend.testbed, prof, run_id="contract", results_root=tmp_path, facts=backend_for(vsriov_backend.testbed).facts())
     assert isinstance(vsriov_backend.build(run)["done"], pd.DataFrame)
 
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib.bench import engine as bench
 
 from fastiov_lib.testbeds.local import testbed as local_testbed
@@ -36,7 +37,7 @@ def testbed(tmp_path_factory):
 
 @pytest.fixture()
 def run(testbed, tmp_path):
-    return create_run_dir(testbed, load_profile("smoke"), run_id="test-run", results_root=tmp_path)
+    return create_run_dir(testbed, load_profile("smoke"), run_id="test-run", results_root=tmp_path, facts=backend_for(testbed).facts())
 
 
 class RecordingHooks:
@@ -167,7 +168,7 @@ def test_pods_fail_with_a_clear_error_when_containerd_dies_mid_round(testbed, ru
 
 def test_vsriov_testbed_has_no_pods_to_start(tmp_path):
     tb = config.Testbed.model_validate({"name": "vs", "kind": "vsriov"})
-    run = create_run_dir(tb, load_profile("smoke"), run_id="vs", results_root=tmp_path)
+    run = create_run_dir(tb, load_profile("smoke"), run_id="vs", results_root=tmp_path, facts=backend_for(tb).facts())
     for result in (bench.run_startup_sweep(tb, run, [1], 1), bench.run_app_sweep(tb, run, [1], 1)):
         assert result.records == [] and "no pods to start" in result.message
         assert list(result.summary().columns) == bench.SUMMARY_COLUMNS and result.summary().empty

@@ -128,7 +128,8 @@ def test_a_run_continued_after_a_reboot_records_both_boots_and_its_captions_name
         tb, root = _fake_host(tmp_path / sub, release)
         (root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
         (root / "proc/sys/kernel/random/boot_id").write_text(f"boot-{sub}\n")
-        run = create_run_dir(tb, profile, run_id="campaign", results_root=tmp_path / "results")  # continued
+        run = create_run_dir(tb, profile, run_id="campaign", results_root=tmp_path / "results",
+                             facts=backend_for(tb).facts())  # the second boot continues the first's run
         hooks = RealHostRoundHooks(tb, root=root)
         hooks.record_boot(run)
         hooks.record_boot(run)  # once per boot, however often the run set-up runs

@@ -143,7 +143,7 @@ def test_v1alpha2_pods_in_every_network_mode_at_concurrency_have_records(itb, ih
     assert v.api == "v1alpha2" and v.runtime_version.startswith("v1.3.10-fastiov-local")
     profile = load_profile("smoke").model_copy(update={"ablation_networks": ["none", "bridge", "macvlan", "hostdev"],
                                                        "ablation_concurrency": [4]})
-    run = create_run_dir(itb, profile, results_root=tmp_path)
+    run = create_run_dir(itb, profile, results_root=tmp_path, facts=backend_for(itb).facts())
     result = run_profile_sweep(backend_for(itb), run, profile, "ablation")
     assert {r.status for r in result.records} == {"ok"}
     df = pod_stages(run.path)

@@ -8,7 +8,8 @@ import yaml
 from packaging.requirements import Requirement
 
 from fastiov_lib.config import REPO_ROOT, load_profile, load_testbed
-from fastiov_lib.run.rundir import LOCK_FILE, collect_provenance, lock_file_state
+from fastiov_lib.run.provenance import LOCK_FILE, collect_provenance, lock_file_state
+from fastiov_lib.testbeds import backend_for
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 
@@ -56,6 +57,7 @@ def test_makefile_venv_installs_from_the_lock_file():
 def test_run_json_records_the_lock_file_hash():
     import hashlib
 
-    prov = collect_provenance(load_testbed(REPO_ROOT / "testbeds" / "local.yaml"), load_profile("smoke"), "x")
-    assert prov["python_lock"] == lock_file_state()
-    assert prov["python_lock"]["sha256"] == hashlib.sha256((REPO_ROOT / LOCK_FILE).read_bytes()).hexdigest()
+    testbed = load_testbed(REPO_ROOT / "testbeds" / "local.yaml")
+    prov = collect_provenance(testbed, load_profile("smoke"), "x", backend_for(testbed).facts())
+    assert prov.python_lock == lock_file_state()
+    assert prov.python_lock.sha256 == hashlib.sha256((REPO_ROOT / LOCK_FILE).read_bytes()).hexdigest()

@@ -33,7 +33,7 @@ def test_microbench_pods_measure_memory_touch_and_a_file_read_per_pod(testbed, t
     backend.up()
     image = microbench.build_local_image(testbed)
     assert microbench.build_local_image(testbed) == image  # a second build reuses the import
-    run = create_run_dir(testbed, load_profile("smoke"), run_id="micro-run", results_root=tmp_path)
+    run = create_run_dir(testbed, load_profile("smoke"), run_id="micro-run", results_root=tmp_path, facts=backend_for(testbed).facts())
     pods = []
     for variant in ("none", "bridge"):
         pods += microbench.run_microbench(backend, run, image, variant, pods=2, mem_bytes=1 << 20)

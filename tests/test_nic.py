@@ -185,7 +185,7 @@ def test_real_host_notebook_steps_act_on_a_fake_fastiov_host(tmp_path):
     prof = load_profile("smoke")
     from fastiov_lib.testbeds import backend_for
 
-    session = Session(tb, prof, create_run_dir(tb, prof, run_id="fake-fastiov"),
+    session = Session(tb, prof, create_run_dir(tb, prof, run_id="fake-fastiov", facts=backend_for(tb).facts()),
                       backend_for(tb, sysfs_writer=FakeSysfs(root)))
     checks = steps.host_step(session)
     assert dict(zip(checks["summary"]["status"], checks["summary"]["checks"]))["fail"] == 1  # no hugepages yet

@@ -1,5 +1,6 @@
 """The headless pipeline, run for real with papermill and a Python kernel on throwaway notebooks."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,7 @@ def test_adopted_outputs_keep_default_parameters(tmp_path):
                        progress=False)
     target = tmp_path / "committed"
     target.mkdir()
+    shutil.copy(nb, target)  # outputs are adopted onto the committed notebook of the same code
     [adopted] = adopt_outputs(result.run.path, target)
     cells = nbformat.read(str(adopted), as_version=4).cells
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in cells)

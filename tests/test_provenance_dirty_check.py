@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from fastiov_lib.run.rundir import notebook_content
+from fastiov_lib.run.provenance import notebook_content
 
 
 def _nb(source: str, outputs: list, display: str = "Python 3") -> str:

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib.bench import engine
 from fastiov_lib.config import load_profile
 from fastiov_lib.run.rundir import RecordWriteError, create_run_dir, read_jsonl
@@ -30,7 +31,7 @@ def tiny_results(tmp_path):
 def test_bench_stops_at_once_when_the_disk_fills_and_keeps_valid_records(tmp_path, tiny_results):
     tb = make_testbed(tmp_path / "wd", PREFIX, 239, pool_size=2, modes=("none",))
     try:
-        run = create_run_dir(tb, load_profile("smoke"), run_id="full", results_root=tiny_results)
+        run = create_run_dir(tb, load_profile("smoke"), run_id="full", results_root=tiny_results, facts=backend_for(tb).facts())
         with pytest.raises(RecordWriteError) as err:
             engine.run_startup_sweep(tb, run, [10], 40, variants=["none"], timeout_s=60)
         records, report = read_jsonl(run.pods_file)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib.analysis.pods import read_pods
 from fastiov_lib.config import ConfigError, load_profile
 from fastiov_lib.run.rundir import RunDirError, create_run_dir
@@ -18,22 +19,22 @@ def testbed(tmp_path):
 
 
 def test_extending_a_run_of_another_profile_is_refused(testbed, tmp_path):
-    create_run_dir(testbed, load_profile("smoke"), run_id="r1", results_root=tmp_path)
-    create_run_dir(testbed, load_profile("smoke"), run_id="r1", results_root=tmp_path)  # same run: resumed
+    create_run_dir(testbed, load_profile("smoke"), run_id="r1", results_root=tmp_path, facts=backend_for(testbed).facts())
+    create_run_dir(testbed, load_profile("smoke"), run_id="r1", results_root=tmp_path, facts=backend_for(testbed).facts())  # same run: resumed
     with pytest.raises(RunDirError, match=r"belongs to another run \(profile 'smoke' \(this run: 'default'\)"):
-        create_run_dir(testbed, load_profile("default"), run_id="r1", results_root=tmp_path)
-    run = create_run_dir(testbed, load_profile("default"), run_id="r1", results_root=tmp_path, extend_foreign=True)
+        create_run_dir(testbed, load_profile("default"), run_id="r1", results_root=tmp_path, facts=backend_for(testbed).facts())
+    run = create_run_dir(testbed, load_profile("default"), run_id="r1", results_root=tmp_path, extend_foreign=True, facts=backend_for(testbed).facts())
     info = run.read_run_info()
     assert info["profile_name"] == "smoke" and info["extended_by"][0]["profile_name"] == "default"
 
 
 def test_extending_a_run_from_another_host_is_refused(testbed, tmp_path):
-    run = create_run_dir(testbed, load_profile("smoke"), run_id="r2", results_root=tmp_path)
+    run = create_run_dir(testbed, load_profile("smoke"), run_id="r2", results_root=tmp_path, facts=backend_for(testbed).facts())
     info = run.read_run_info()
     info["host"]["hostname"] = "elsewhere"
     run.run_file.write_text(json.dumps(info))
     with pytest.raises(RunDirError, match="host 'elsewhere'"):
-        create_run_dir(testbed, load_profile("smoke"), run_id="r2", results_root=tmp_path)
+        create_run_dir(testbed, load_profile("smoke"), run_id="r2", results_root=tmp_path, facts=backend_for(testbed).facts())
 
 
 @pytest.mark.parametrize("text, expected", [("{not json", "not JSON"), ("[1, 2]", "expected a JSON object, got list")])
@@ -41,20 +42,20 @@ def test_a_broken_run_json_is_named_not_a_traceback(testbed, tmp_path, text, exp
     (tmp_path / "r3").mkdir()
     (tmp_path / "r3" / "run.json").write_text(text)
     with pytest.raises(ConfigError, match=expected):
-        create_run_dir(testbed, load_profile("smoke"), run_id="r3", results_root=tmp_path)
+        create_run_dir(testbed, load_profile("smoke"), run_id="r3", results_root=tmp_path, facts=backend_for(testbed).facts())
 
 
 def test_a_non_empty_folder_without_run_json_is_not_a_run_to_extend(testbed, tmp_path):
     (tmp_path / "r4").mkdir()
     (tmp_path / "r4" / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="has no run.json"):
-        create_run_dir(testbed, load_profile("smoke"), run_id="r4", results_root=tmp_path)
+        create_run_dir(testbed, load_profile("smoke"), run_id="r4", results_root=tmp_path, facts=backend_for(testbed).facts())
 
 
 @pytest.mark.parametrize("run_id", ["../x", "..", "a/b", "/abs", ".hidden"])
 def test_run_ids_that_leave_the_results_folder_are_refused(testbed, tmp_path, run_id):
     with pytest.raises(RunDirError, match="run id"):
-        create_run_dir(testbed, load_profile("smoke"), run_id=run_id, results_root=tmp_path / "results")
+        create_run_dir(testbed, load_profile("smoke"), run_id=run_id, results_root=tmp_path / "results", facts=backend_for(testbed).facts())
     assert not (tmp_path / "results").exists()
 
 

@@ -67,20 +67,23 @@ def test_report_builds_stages_from_instrumentation_logs(tmp_path):
 
 
 def test_report_adds_sections_of_optional_modules(tmp_path, monkeypatch):
-    from fastiov_lib.analysis import vsriov
+    from fastiov_lib.report import figures as plots
+    from fastiov_lib.report import registry
+    from fastiov_lib.report.section import ReportItem, Section, holds
 
-    def report_section(run_dir):
-        p = Path(run_dir) / "figures" / "probe.png"
-        p.parent.mkdir(exist_ok=True)
-        p.write_bytes(b"png")
-        return "## Probe section\nmeasured 3 things\n", [p]
+    def probe_section(run):
+        fig = plots.ReportFigure(figsize=(2, 2))
+        fig.subplots().plot([1, 2], [1, 2])
+        return Section("## Probe section\nmeasured 3 things\n", {"probe": fig})
 
-    monkeypatch.setattr(vsriov, "report_section", report_section)
+    probe = ReportItem("probe", lambda run: holds(run, "vsriov.jsonl"), section=probe_section)
+    monkeypatch.setattr(registry, "ITEMS", [*registry.ITEMS[:-1], probe, registry.ITEMS[-1]])
     run = write_run(tmp_path / "r", variants={"none": 50.0}, concurrency=(1,), repeats=1)
     assert "Probe section" not in report.write_report(run).read_text()  # no vsriov.jsonl: not asked
     (run / "vsriov.jsonl").write_text("")
     text = report.write_report(run).read_text()
     assert "## Probe section" in text and "![probe](figures/probe.png)" in text
+    assert (run / "figures" / "probe.pdf").exists()
 
 
 def test_cli_imports_original_results_and_reports_on_them(tmp_path):

@@ -2,6 +2,7 @@
 import json
 import threading
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib.config import load_profile, load_testbed, REPO_ROOT
 from fastiov_lib.run.rundir import JsonlWriter, PodRecord, create_run_dir, open_run_dir, read_jsonl
 
@@ -15,7 +16,7 @@ def pod(i: int, status="ok") -> PodRecord:
 
 def test_run_dir_records_provenance(tmp_path):
     tb = load_testbed(REPO_ROOT / "testbeds/local.yaml")
-    run = create_run_dir(tb, load_profile("smoke"), run_id="r1", results_root=tmp_path)
+    run = create_run_dir(tb, load_profile("smoke"), run_id="r1", results_root=tmp_path, facts=backend_for(tb).facts())
     info = json.loads(run.run_file.read_text())
     for key in ("testbed", "profile", "git", "python_packages", "tools", "host", "start_time"):
         assert key in info
@@ -27,16 +28,16 @@ def test_run_dir_records_provenance(tmp_path):
 
 def test_reopening_a_run_dir_keeps_its_start_time(tmp_path):
     tb = load_testbed(REPO_ROOT / "testbeds/local.yaml")
-    first = create_run_dir(tb, load_profile("smoke"), run_id="r1", results_root=tmp_path)
+    first = create_run_dir(tb, load_profile("smoke"), run_id="r1", results_root=tmp_path, facts=backend_for(tb).facts())
     start = first.read_run_info()["start_time"]
-    again = create_run_dir(tb, load_profile("smoke"), run_id="r1", results_root=tmp_path)
+    again = create_run_dir(tb, load_profile("smoke"), run_id="r1", results_root=tmp_path, facts=backend_for(tb).facts())
     assert again.read_run_info()["start_time"] == start
 
 
 def test_bad_run_id_is_refused(tmp_path):
     tb = load_testbed(REPO_ROOT / "testbeds/local.yaml")
     try:
-        create_run_dir(tb, load_profile("smoke"), run_id="../escape", results_root=tmp_path)
+        create_run_dir(tb, load_profile("smoke"), run_id="../escape", results_root=tmp_path, facts=backend_for(tb).facts())
     except ValueError as exc:
         assert "run id" in str(exc)
     else:

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib import config
 
 from fastiov_lib.testbeds.vsriov import initramfs
 
 from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
-from fastiov_lib.analysis import vsriov as vsriov_analysis
+from fastiov_lib.report import vsriov_report
 from fastiov_lib.config import REPO_ROOT
 from fastiov_lib.run.rundir import read_jsonl
 
@@ -110,7 +111,7 @@ def test_guest_runs_the_nic_steps_and_a_benchmark_round(testbed, tmp_path):
     assert any(r.get("event") == "create_vfs" and r.get("source") == "vsriov-guest" for r in nic_records)
 
     # the analysis reads the run: every claim that this round can decide is decided
-    table = vsriov_analysis.claims_table(run).set_index("claim")
+    table = vsriov_report.claims_table(run).set_index("claim")
     assert table.loc["V1-nic-steps-run-on-real-kernel", "verdict"] == "holds"
     assert table.loc["V2-vfs-bound-to-vfio", "verdict"] == "holds"
     assert table.loc["V5-dma-map-linear-in-memory", "verdict"] == "not measured"  # one size only
@@ -131,7 +132,7 @@ def test_a_guest_that_cannot_boot_ends_fast_with_the_kernels_last_words(testbed,
     broken = replace(image, initramfs=tmp_path / "no-init.cpio.gz")
     empty.write(broken.initramfs)
     profile = config.load_profile("smoke")
-    run = create_run_dir(testbed, profile, run_id="no-init", results_root=tmp_path)
+    run = create_run_dir(testbed, profile, run_id="no-init", results_root=tmp_path, facts=backend_for(testbed).facts())
     before = _qemu_pids()
     with pytest.raises(vsriov.VsriovError) as err:
         vsriov.run_guest_session(testbed, run, profile, image=broken, benchmarks=False, progress=False)

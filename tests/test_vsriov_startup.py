@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fastiov_lib import config
-from fastiov_lib.analysis import vsriov as vsriov_analysis
 from fastiov_lib.analysis import vsriov_startup as startup
-from fastiov_lib.report import claims
+from fastiov_lib.report import claims, vsriov_figures, vsriov_report
+from fastiov_lib.report.markdown import write_section
 from fastiov_lib.testbeds.vsriov import image as vimage
 from fastiov_lib.testbeds.vsriov.common import DEVICES, GuestImage, GuestKernel, QemuInstall, VsriovError
 from fastiov_lib.testbeds.vsriov.ktrace import summarize
@@ -231,11 +231,11 @@ def _write_run(tmp_path: Path, qemu62: bool = True) -> Path:
 
 def test_v10_to_v13_are_decided_from_the_run(tmp_path):
     run = _write_run(tmp_path)
-    table = vsriov_analysis.claims_table(run).set_index("claim")
-    assert claims.METRICS["vsriov_devset_parallel_ratio"](run, devset="shared") == pytest.approx(482 / 465)
-    assert claims.METRICS["vsriov_devset_parallel_ratio"](run, devset="stock") == pytest.approx(134 / 448)
-    assert claims.METRICS["vsriov_vmstart_slope_ratio"](run) == pytest.approx(3.0)
-    assert claims.METRICS["vsriov_qemu62_saving_over_dma_map"](run) == pytest.approx((2700 - 750) / 1900)
+    table = vsriov_report.claims_table(run).set_index("claim")
+    assert claims.metrics()["vsriov_devset_parallel_ratio"](run, devset="shared") == pytest.approx(482 / 465)
+    assert claims.metrics()["vsriov_devset_parallel_ratio"](run, devset="stock") == pytest.approx(134 / 448)
+    assert claims.metrics()["vsriov_vmstart_slope_ratio"](run) == pytest.approx(3.0)
+    assert claims.metrics()["vsriov_qemu62_saving_over_dma_map"](run) == pytest.approx((2700 - 750) / 1900)
     for claim in ("V10-shared-devset-serialises-vf-opens", "V11-per-vf-devsets-overlap-vf-opens",
                   "V12-vanilla-start-grows-steeper-with-n", "V13-patched-qemu-saves-the-ram-dma-map"):
         assert table.loc[claim, "verdict"] == "holds", table.loc[claim]
@@ -255,12 +255,12 @@ def test_device_set_evidence_names_the_kernel_behaviour_and_the_shared_lock(tmp_
 
 def test_without_qemu62_runs_v13_is_not_measured_and_the_tables_still_build(tmp_path):
     run = _write_run(tmp_path, qemu62=False)
-    assert claims.METRICS["vsriov_qemu62_saving_over_dma_map"](run) is None
-    table = vsriov_analysis.claims_table(run).set_index("claim")
+    assert claims.metrics()["vsriov_qemu62_saving_over_dma_map"](run) is None
+    table = vsriov_report.claims_table(run).set_index("claim")
     assert table.loc["V13-patched-qemu-saves-the-ram-dma-map", "verdict"] == "not measured"
-    tables = vsriov_analysis.tables(run)
+    tables = vsriov_report.tables(run)
     assert tables["qemu62"].empty and len(tables["concurrent_starts"]) == 6
-    figs = vsriov_analysis.build_figures(run)
+    figs = vsriov_figures.build_figures(run)
     assert {"vsriov-devset", "vsriov-concurrent-start"} <= set(figs) and "vsriov-qemu62" not in figs
 
 
@@ -269,9 +269,9 @@ def test_vsriov_figures_draw_for_a_run_with_every_experiment(tmp_path):
 
     matplotlib.use("Agg")
     run = _write_run(tmp_path)
-    figs = vsriov_analysis.build_figures(run)
+    figs = vsriov_figures.build_figures(run)
     assert {"vsriov-devset", "vsriov-concurrent-start", "vsriov-qemu62"} <= set(figs)
-    md, paths = vsriov_analysis.report_section(run)
+    md, paths = write_section(vsriov_report.report_section(run), run)
     assert "device-set lock" in md and "/dev/dev_fastiov" in md and any(p.suffix == ".png" for p in paths)
     assert os.path.exists(run / "figures" / "vsriov-qemu62.png")
 

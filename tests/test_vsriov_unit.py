@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fastiov_lib.testbeds import backend_for
 from fastiov_lib import config
 
 from fastiov_lib.report import claims
@@ -22,6 +23,8 @@ from fastiov_lib.report import claims
 from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
 from fastiov_lib.analysis import vsriov as vsriov_analysis
+from fastiov_lib.report import vsriov_figures, vsriov_report
+from fastiov_lib.report.markdown import write_section
 from fastiov_lib.config import REPO_ROOT
 from fastiov_lib.run.rundir import create_run_dir, read_jsonl
 from fastiov_lib.testbeds.vsriov.initramfs import CpioEntry, InitramfsBuilder, InitramfsError, read_cpio_newc, resolve_modules, \
@@ -282,7 +285,7 @@ def _fake_image(tmp_path: Path, transcript: str) -> vsriov.GuestImage:
 def test_session_keeps_every_result_measured_before_the_guest_hung(tmp_path):
     tb = _testbed(run_timeout_s=3, inner_qemu_memory_mb=[])
     prof = config.load_profile("smoke")
-    run = create_run_dir(tb, prof, run_id="hung", results_root=tmp_path)
+    run = create_run_dir(tb, prof, run_id="hung", results_root=tmp_path, facts=backend_for(tb).facts())
     image = _fake_image(tmp_path, """\
         echo 'VSRIOV booted'
         echo 'VSRIOV phase=bench'
@@ -303,7 +306,7 @@ def test_session_keeps_every_result_measured_before_the_guest_hung(tmp_path):
 def test_session_records_the_guest_nic_timings_and_names_a_failed_nic_step(tmp_path):
     tb = _testbed(inner_qemu_memory_mb=[])
     prof = config.load_profile("smoke")
-    run = create_run_dir(tb, prof, run_id="nic", results_root=tmp_path)
+    run = create_run_dir(tb, prof, run_id="nic", results_root=tmp_path, facts=backend_for(tb).facts())
     prepared = {"step": "prepare_vfs", "ok": True, "ns": 5, "report": {"timings": [
         {"event": "create_vfs", "pf": "0000:01:00.0", "duration_ns": 500}]}}
     released = {"step": "release_vfs", "ok": False, "ns": 5, "error": "NicError: sriov_numvfs busy"}
@@ -394,13 +397,13 @@ def test_frames_are_built_from_the_recorded_lines(tmp_path):
 
 def test_vsriov_claims_are_computed_from_the_run(tmp_path):
     run = _write_run(tmp_path)
-    table = vsriov_analysis.claims_table(run).set_index("claim")
+    table = vsriov_report.claims_table(run).set_index("claim")
     assert table.loc["V5-dma-map-linear-in-memory", "verdict"] == "holds"  # the lines above are exactly linear
-    assert claims.METRICS["vsriov_dma_prefault_speedup"](run) == pytest.approx((256 * 5e6 + 2e7) / (256 * 1.4e5))
-    assert claims.METRICS["vsriov_parallel_ratio"](run) == pytest.approx(340 / (4 * 329), rel=1e-3)
-    assert claims.METRICS["vsriov_vfio_ms"](run, operation="reset", stat="min") == pytest.approx(110)
-    assert claims.METRICS["vsriov_vf_start_overhead_ms"](run) == pytest.approx(1600)
-    assert claims.METRICS["vsriov_vf_start_overhead_ratio"](run) == pytest.approx(1600 / 500)
+    assert claims.metrics()["vsriov_dma_prefault_speedup"](run) == pytest.approx((256 * 5e6 + 2e7) / (256 * 1.4e5))
+    assert claims.metrics()["vsriov_parallel_ratio"](run) == pytest.approx(340 / (4 * 329), rel=1e-3)
+    assert claims.metrics()["vsriov_vfio_ms"](run, operation="reset", stat="min") == pytest.approx(110)
+    assert claims.metrics()["vsriov_vf_start_overhead_ms"](run) == pytest.approx(1600)
+    assert claims.metrics()["vsriov_vf_start_overhead_ratio"](run) == pytest.approx(1600 / 500)
     # this run has the older micro-benchmarks only; V10-V13 need the startup experiments
     startup_claims = table.index.str.match(r"V1[0-3]-")
     assert set(table[~startup_claims]["verdict"]) == {"holds"}
@@ -409,24 +412,24 @@ def test_vsriov_claims_are_computed_from_the_run(tmp_path):
 
 def test_too_few_dma_sizes_or_vfs_are_not_measured_rather_than_guessed(tmp_path):
     run = _write_run(tmp_path, sizes=(64, 128), counts=(1,))
-    assert claims.METRICS["vsriov_dma_linear_r2"](run) is None
-    assert claims.METRICS["vsriov_parallel_ratio"](run) is None
-    assert claims.METRICS["vsriov_vf_start_overhead_ms"](tmp_path / "run-without-inner-qemu") is None
-    table = vsriov_analysis.claims_table(run).set_index("claim")
+    assert claims.metrics()["vsriov_dma_linear_r2"](run) is None
+    assert claims.metrics()["vsriov_parallel_ratio"](run) is None
+    assert claims.metrics()["vsriov_vf_start_overhead_ms"](tmp_path / "run-without-inner-qemu") is None
+    table = vsriov_report.claims_table(run).set_index("claim")
     assert table.loc["V10-shared-devset-serialises-vf-opens", "verdict"] == "not measured"
 
 
 def test_claims_file_loads_and_every_metric_is_registered():
-    loaded = claims.load_claims([vsriov_analysis.CLAIMS_FILE])
+    loaded = claims.load_claims([vsriov_report.CLAIMS_FILE])
     assert loaded and all(c.testbed_kinds == ["vsriov"] for c in loaded)
-    assert all(c.metric in claims.METRICS for c in loaded)
+    assert all(c.metric in claims.metrics() for c in loaded)
 
 
 def test_report_section_writes_png_and_pdf_figures_with_the_emulation_caption(tmp_path):
     run = _write_run(tmp_path)
-    md, paths = vsriov_analysis.report_section(run)
+    md, paths = write_section(vsriov_report.report_section(run), run)
     names = {p.name for p in paths}
-    for fig in vsriov_analysis.FIGURE_NAMES[:6]:  # the startup figures need the startup experiments
+    for fig in vsriov_figures.FIGURE_NAMES[:6]:  # the startup figures need the startup experiments
         assert {f"{fig}.png", f"{fig}.pdf"} <= names
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert "shapes and ratios carry over, absolute times do not" in md

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fastiov_lib.analysis.pods import ParseReport
+from fastiov_lib.safe_files import LOG_LIMIT, open_regular
 
 _JOURNAL_PREFIX_RE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} (?P<host>\S+) (?P<unit>[^\s\[:]+)(\[(?P<pid>\d+)\])?: ")
 _LOGFMT_RE = re.compile(r'([A-Za-z0-9_.\-]+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -106,7 +107,7 @@ def parse_containerd_lines(lines: Iterable[str], source: str = "<lines>",
 def parse_containerd_log(path: str | Path, units: tuple[str, ...] = ("containerd",)) -> tuple[pd.DataFrame, ParseReport]:
     """containerd's log file or a `journalctl` dump containing it."""
     path = Path(path)
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open_regular(path, LOG_LIMIT, "containerd log") as fh:
         return parse_containerd_lines(fh, str(path), units)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from fastiov_lib.run.rundir import STAGES_FILE
 from fastiov_lib.analysis.pods import ParseReport, read_pods
+from fastiov_lib.safe_files import LOG_LIMIT, RECORDS_LIMIT, open_regular
 
 STAGE_COLUMNS = [
     "component", "file", "pid", "line", "subject", "record_id", "level",
@@ -187,7 +188,7 @@ def parse_instrumentation_file(path: str | Path) -> tuple[pd.DataFrame, ParseRep
     """One instrumentation log file; component and pid are taken from its name and folder."""
     path = Path(path)
     component, pid = _component_and_pid(path)
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open_regular(path, LOG_LIMIT, "instrumentation log") as fh:
         return parse_instrumentation_lines(fh, str(path), component, pid)
 
 
@@ -207,7 +208,7 @@ def parse_instrumentation_dir(logs_dir: str | Path, pattern: str = "*.log") -> t
         if not path.is_file():
             continue
         rep = ParseReport(str(path))
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open_regular(path, LOG_LIMIT, "instrumentation log") as fh:
             file_cols, file_numbers = _zap_rows(fh, rep)
         k = len(file_numbers)
         # other logs kept in logs/ (containerd's, round notes) are not instrumentation: leave them
@@ -336,7 +337,9 @@ def read_stages(run_dir: str | Path) -> pd.DataFrame | None:
     path = Path(run_dir) / STAGES_FILE
     if not path.is_file():
         return None
-    df = pd.read_csv(path, dtype={"extra": "string", "variant": "string", "experiment": "string"}, keep_default_na=True)
+    with open_regular(path, RECORDS_LIMIT, "stage records file") as fh:
+        df = pd.read_csv(fh, dtype={"extra": "string", "variant": "string", "experiment": "string"},
+                         keep_default_na=True)
     missing = [c for c in ("subject", "elapsed_ns") if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(STAGE_COLUMNS)}")

@@ -15,6 +15,7 @@ from typing import Iterable
 import pandas as pd
 
 from fastiov_lib.analysis.pods import ParseReport
+from fastiov_lib.safe_files import LOG_LIMIT, open_regular
 
 _CRI_RE = re.compile(r"^(\S+) (stdout|stderr) ([FP]) (.*)$")
 _PATTERNS = [
@@ -66,7 +67,7 @@ def parse_microbench_lines(lines: Iterable[str], source: str = "<lines>") -> tup
 
 def parse_microbench_file(path: str | Path) -> tuple[list[MicrobenchRecord], ParseReport]:
     """One log file (a container's CRI log or saved output)."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open_regular(path, LOG_LIMIT, "micro-benchmark log") as fh:
         return parse_microbench_lines(fh, str(path))
 
 

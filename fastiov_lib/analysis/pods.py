@@ -1,6 +1,7 @@
 """Reading pods.jsonl: records to a tidy frame with derived latencies; bad lines counted, never fatal."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -9,6 +10,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from fastiov_lib.run.rundir import PODS_FILE, PodRecord, read_jsonl
+from fastiov_lib.safe_files import RECORDS_LIMIT, open_regular
 
 # Derived per-pod latencies (ms) computed from the raw monotonic ns timestamps of PodRecord.
 PHASE_COLUMNS = {
@@ -142,10 +144,18 @@ def read_pods(path: str | Path) -> tuple[pd.DataFrame, ParseReport]:
     bad = {n for n, _ in load.skipped}
     numbers: list[int] = []
     if path.exists():
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open_regular(path, RECORDS_LIMIT, PODS_FILE) as fh:
             numbers = [n for n, line in enumerate(fh, start=1) if line.strip() and n not in bad]
     good: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}  # a record's canonical JSON -> its first line
     for number, obj in zip(numbers, raw):
+        # the same pod twice (a copied line, a file concatenated with itself) is one pod, never two:
+        # every real record differs at least in its monotonic timestamps and sandbox id
+        key = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+        if key in seen:
+            report.skip(number, f"duplicate of line {seen[key]} (the same pod twice; counted once)")
+            continue
+        seen[key] = number
         problem = timestamp_problem(obj)
         if problem:
             report.skip(number, f"impossible timestamps: {problem}")

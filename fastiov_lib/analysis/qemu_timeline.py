@@ -21,6 +21,7 @@ import pandas as pd
 
 from fastiov_lib.analysis.instrumentation import STAGE_COLUMNS
 from fastiov_lib.analysis.pods import ParseReport
+from fastiov_lib.safe_files import KIB, LOG_LIMIT, open_regular, read_regular_text
 
 CLOCK_FILE = "clock.json"
 _LINE_RE = re.compile(r"^\[(\d+)\.(\d{1,9})\] \[(?:PID: ?)?(\d+)\] \[(?:TID: ?)?(\d+)\] ([A-Z]+): (.*)$")
@@ -121,7 +122,7 @@ def stages_from_markers(markers: list[Marker], file: str = "", offset_ns: int | 
 
 def _offset(folder: Path) -> int | None:
     try:
-        return int(json.loads((folder / CLOCK_FILE).read_text())["realtime_minus_monotonic_ns"])
+        return int(json.loads(read_regular_text(folder / CLOCK_FILE, KIB, CLOCK_FILE))["realtime_minus_monotonic_ns"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -130,7 +131,7 @@ def parse_timeline_file(path: str | Path, offset_ns: int | None = None) -> tuple
     """One qemu-<pid>.log as stage rows; the clock offset is read from clock.json beside it unless given."""
     path = Path(path)
     offset = offset_ns if offset_ns is not None else _offset(path.parent)
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open_regular(path, LOG_LIMIT, "QEMU timeline log") as fh:
         markers, report = parse_timeline_lines(fh, str(path))
     if offset is None and markers:
         report.skip(0, f"no {CLOCK_FILE} beside it: CLOCK_MONOTONIC stamps have no wall time (rounds unassigned)")

@@ -17,7 +17,9 @@ import pandas as pd
 from fastiov_lib.analysis.instrumentation import read_stages
 
 from fastiov_lib.analysis.pods import ParseReport, read_pods
+from fastiov_lib.run.record import Comparison, RunRecord
 from fastiov_lib.run.rundir import RunDir, open_run_dir
+from fastiov_lib.safe_files import RECORDS_LIMIT, open_regular
 
 Stat = Literal["mean", "p50", "p90", "p99", "max"]
 
@@ -40,8 +42,8 @@ class PoolingError(ValueError):
 def _first_guest_record(run_dir: Path) -> dict[str, Any] | None:
     """The first record of a vsriov run's guest measurements (vsriov.jsonl), or None."""
     try:
-        with open(Path(run_dir) / "vsriov.jsonl") as fh:
-            first = json.loads(fh.readline() or "null")
+        with open_regular(Path(run_dir) / "vsriov.jsonl", RECORDS_LIMIT, "vsriov.jsonl") as fh:
+            first = json.loads(fh.readline(1 << 20) or "null")
     except (OSError, ValueError):
         return None
     return first if isinstance(first, dict) else None
@@ -55,14 +57,19 @@ def _version_token(text: Any) -> str | None:
 
 @dataclass
 class Run:
-    """A loaded run directory: provenance, pods and (on a real host) stage records."""
+    """A loaded run directory: its record (run.json), pods and (on a real host) stage records."""
 
     path: Path
-    info: dict[str, Any]
+    info: dict[str, Any]  # run.json as written
     pods: pd.DataFrame
     stages: pd.DataFrame | None
     report: ParseReport
     cache: dict[str, Any] = field(default_factory=dict)  # derived tables, computed once per loaded run
+    record: RunRecord = None  # type: ignore[assignment]  # the typed run.json; built from `info` when not given
+
+    def __post_init__(self) -> None:
+        if self.record is None:
+            self.record = RunRecord.model_validate({"run_id": self.path.name, **self.info})
 
     @property
     def run_id(self) -> str:
@@ -105,20 +112,24 @@ class Run:
 
     @property
     def baseline(self) -> str:
-        """The reference variant for comparisons on this testbed kind."""
-        from fastiov_lib.testbeds import backend_class
+        """The reference variant of this run's comparisons (recorded from its testbed's back end)."""
+        return self.record.baseline_variant
 
-        try:
-            return backend_class(self.testbed_kind).baseline_variant
-        except KeyError:
-            return "none"
+    @property
+    def comparison(self) -> Comparison:
+        """The statistic and effect kind of this run's ablation comparison (recorded with the run)."""
+        return self.record.comparison
 
 
 def load_run(run_dir: str | Path | RunDir) -> Run:
     """Load a run directory (run.json, pods.jsonl, stages.csv when present)."""
     rd = run_dir if isinstance(run_dir, RunDir) else open_run_dir(run_dir)
     pods, report = read_pods(rd.path)
-    return Run(rd.path, rd.read_run_info(), pods, read_stages(rd.path), report)
+    info = rd.read_run_info()
+    record = rd.record()
+    if record.testbed_kind == "unknown" and len(pods):  # no run.json: its pods still name their testbed
+        record = RunRecord.model_validate({"run_id": rd.run_id, **info, "testbed_kind": str(pods["testbed_kind"].iloc[0])})
+    return Run(rd.path, info, pods, read_stages(rd.path), report, record=record)
 
 
 def load_runs(run_dirs: Sequence[str | Path], allow_pooling: bool = False) -> pd.DataFrame:

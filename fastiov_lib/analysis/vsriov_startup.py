@@ -1,4 +1,4 @@
-"""The virtual SR-IOV host's startup experiments: the device-set lock, concurrent VF-backed VM starts, QEMU 6.2.0.
+"""The virtual SR-IOV host's startup experiments as frames: the device-set lock, concurrent VM starts, QEMU 6.2.0.
 
 Reads `<run>/vsriov.jsonl` only. Which kernel behaviour each number had is part of every table:
 `stock` = the guest's Debian 6.1 vfio-pci-core (has "vfio/pci: Separate SR-IOV VF dev_set": every
@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure
 
-from fastiov_lib.report import claims
-from fastiov_lib.report import figures as plots
+from fastiov_lib.analysis.vsriov import load_records, ns_to_ms, of_kind
 
 DEVSET_TEXT = {"stock": "per-VF device sets (this kernel, upstream fix present)",
                "shared": "shared bus device set (fix reverted, the paper's kernel)"}
@@ -25,33 +21,17 @@ CONFIG_TEXT = {"vanilla": "vanilla-like: shared device set, untouched guest memo
                "fastiov": "FastIOV-like: per-VF device sets, pre-faulted guest memory (zeroed before the start)"}
 
 
-def _records(run_dir: Path) -> pd.DataFrame:
-    from fastiov_lib.analysis.vsriov import load_records
-
-    return load_records(run_dir)
-
-
-def _kind(df: pd.DataFrame, kind: str) -> pd.DataFrame:
-    if df.empty or "kind" not in df:
-        return pd.DataFrame()
-    return df[df["kind"] == kind].dropna(axis=1, how="all").reset_index(drop=True)
-
-
-def _ms(s: pd.Series) -> pd.Series:
-    return pd.to_numeric(s, errors="coerce") / 1e6
-
-
 # ------------------------------------------------------------------ the device-set lock
 
 def devset_frame(run_dir: str | Path) -> pd.DataFrame:
     """The same VFs' device opens one after another (seq) and all at once (par), per kernel behaviour."""
-    df = _kind(_records(Path(run_dir)), "opens")
+    df = of_kind(load_records(run_dir), "opens")
     cols = ["session_id", "kernel", "devset", "mode", "rep", "n", "failed", "open_wall_ms", "close_wall_ms"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     df = df.rename(columns={"variant": "devset"})
-    df["open_wall_ms"] = _ms(df["open_wall_ns"])
-    df["close_wall_ms"] = _ms(df["close_wall_ns"])
+    df["open_wall_ms"] = ns_to_ms(df["open_wall_ns"])
+    df["close_wall_ms"] = ns_to_ms(df["close_wall_ns"])
     return df.reindex(columns=cols)
 
 
@@ -67,25 +47,25 @@ def devset_ratio(run_dir: str | Path, devset: str) -> float | None:
 
 def devset_vfs_frame(run_dir: str | Path) -> pd.DataFrame:
     """Each VF's device set: by vfio-pci's rule (sysfs facts) and as the kernel showed it (lock waits)."""
-    df = _records(Path(run_dir))
-    info = _kind(df, "devset_vf")
+    df = load_records(run_dir)
+    info = of_kind(df, "devset_vf")
     cols = ["session_id", "kernel", "devset", "bdf", "iommu_group", "parent", "virtfn", "reset_method", "expected_set",
             "parallel_open_ms", "lock_wait_ms", "waited_for"]
     if info.empty:
         return pd.DataFrame(columns=cols)
     info = info.rename(columns={"variant": "devset", "group": "iommu_group"})
-    vfs = _kind(df, "opens_vf")
-    trace = _kind(df, "ktrace_vfio")
+    vfs = of_kind(df, "opens_vf")
+    trace = of_kind(df, "ktrace_vfio")
     rows = []
     for _, r in info.iterrows():
         row = r.reindex(cols[:9]).to_dict()
         par = vfs[(vfs.get("variant") == r["devset"]) & (vfs.get("mode") == "par") & (vfs.get("bdf") == r["bdf"]) &
                   (vfs["session_id"] == r["session_id"])] if not vfs.empty else vfs
-        row["parallel_open_ms"] = float(_ms(par["open_ns"]).median()) if len(par) else np.nan
+        row["parallel_open_ms"] = float(ns_to_ms(par["open_ns"]).median()) if len(par) else np.nan
         tids = set(par["tid"]) if len(par) else set()
         mine = trace[(trace.get("label") == f"devset-{r['devset']}-par") & trace["tid"].isin(tids) &
                      (trace["session_id"] == r["session_id"])] if not trace.empty and tids else pd.DataFrame()
-        row["lock_wait_ms"] = float(_ms(mine["open_lock_wait_ns"]).sum()) if len(mine) else np.nan
+        row["lock_wait_ms"] = float(ns_to_ms(mine["open_lock_wait_ns"]).sum()) if len(mine) else np.nan
         locks = sorted({a for v in mine.get("open_locks", pd.Series(dtype=str)).fillna("") for a in str(v).split("+") if a})
         row["waited_for"] = "+".join(locks) or "-"
         rows.append(row)
@@ -116,14 +96,14 @@ def devset_evidence(run_dir: str | Path) -> pd.DataFrame:
 def vmstart_frame(run_dir: str | Path) -> pd.DataFrame:
     """Every inner VM of the concurrent-start experiment: start latency, and (kernel trace) VF open,
     its wait for a contended lock, and the DMA map of its RAM."""
-    df = _records(Path(run_dir))
-    vms = _kind(df, "vmstart")
+    df = load_records(run_dir)
+    vms = of_kind(df, "vmstart")
     cols = ["session_id", "kernel", "config", "devset", "n", "rep", "i", "vf", "status", "start_ms", "vf_open_ms",
             "lock_wait_ms", "dma_map_ms", "dma_maps"]
     if vms.empty or "config" not in vms:
         return pd.DataFrame(columns=cols)
     vms = vms[vms["config"].notna()].copy()
-    trace = _kind(df, "ktrace_vfio")
+    trace = of_kind(df, "ktrace_vfio")
     vms["label"] = "vm-" + vms["config"] + "-" + vms["n"].astype(int).astype(str) + "-" + vms["rep"].astype(int).astype(str)
     if not trace.empty:
         t = trace.rename(columns={"tid": "pid"})[["session_id", "label", "pid", "open_ns", "open_lock_wait_ns",
@@ -132,10 +112,10 @@ def vmstart_frame(run_dir: str | Path) -> pd.DataFrame:
     for col in ("open_ns", "open_lock_wait_ns", "dma_map_ns", "dma_maps"):
         if col not in vms:
             vms[col] = np.nan
-    vms["start_ms"] = _ms(vms["marker_ns"]).where(vms["status"] == "ok")
-    vms["vf_open_ms"] = _ms(vms["open_ns"])
-    vms["lock_wait_ms"] = _ms(vms["open_lock_wait_ns"])
-    vms["dma_map_ms"] = _ms(vms["dma_map_ns"])
+    vms["start_ms"] = ns_to_ms(vms["marker_ns"]).where(vms["status"] == "ok")
+    vms["vf_open_ms"] = ns_to_ms(vms["open_ns"])
+    vms["lock_wait_ms"] = ns_to_ms(vms["open_lock_wait_ns"])
+    vms["dma_map_ms"] = ns_to_ms(vms["dma_map_ns"])
     return vms.reindex(columns=cols)
 
 
@@ -176,36 +156,36 @@ def vmstart_slope_ratio(run_dir: str | Path) -> float | None:
 def qemu62_frame(run_dir: str | Path) -> pd.DataFrame:
     """QEMU 6.2.0 stock and with 0001-qemu.patch, one VF each: start latency, VF open, DMA map of RAM
     (kernel trace) and, for the patched one, its own timeline's VF open and RAM maps."""
-    df = _records(Path(run_dir))
-    vms = _kind(df, "vmstart")
+    df = load_records(run_dir)
+    vms = of_kind(df, "vmstart")
     cols = ["session_id", "qemu", "rep", "mem_mb", "status", "start_ms", "vf_open_ms", "dma_map_ms", "dma_maps",
             "timeline_vf_open_ms", "timeline_ram_maps"]
     if vms.empty or "qemu" not in vms:
         return pd.DataFrame(columns=cols)
     vms = vms[vms["qemu"].notna()].copy()
     vms["label"] = "q62-" + vms["qemu"] + "-" + vms["rep"].astype(int).astype(str)
-    trace = _kind(df, "ktrace_vfio")
+    trace = of_kind(df, "ktrace_vfio")
     if not trace.empty:
         vms = vms.merge(trace.rename(columns={"tid": "pid"})[["session_id", "label", "pid", "open_ns", "dma_map_ns",
                                                               "dma_maps"]],
                         on=["session_id", "label", "pid"], how="left")
-    tl = _kind(df, "qemu_timeline")
+    tl = of_kind(df, "qemu_timeline")
     if not tl.empty and "region" not in tl:
         tl["region"] = ""
     opens, maps = {}, {}
     if not tl.empty:
         for (sid, label), g in tl.groupby(["session_id", "label"]):
             o = g[g["stage"] == "vfio-getdev..vfio-config"]
-            opens[(sid, label)] = float(_ms(o["elapsed_ns"]).sum()) if len(o) else np.nan
+            opens[(sid, label)] = float(ns_to_ms(o["elapsed_ns"]).sum()) if len(o) else np.nan
             ram = g[g["stage"].str.startswith("vfio-mem-ram-map-")]
-            maps[(sid, label)] = ", ".join(f"{r}:{_ms(pd.Series([e])).iloc[0]:.1f}ms"
+            maps[(sid, label)] = ", ".join(f"{r}:{ns_to_ms(pd.Series([e])).iloc[0]:.1f}ms"
                                            for r, e in zip(ram["region"], ram["elapsed_ns"]) if e > 1e6) or "none > 1 ms"
     for col in ("open_ns", "dma_map_ns", "dma_maps"):
         if col not in vms:
             vms[col] = np.nan
-    vms["start_ms"] = _ms(vms["marker_ns"]).where(vms["status"] == "ok")
-    vms["vf_open_ms"] = _ms(vms["open_ns"])
-    vms["dma_map_ms"] = _ms(vms["dma_map_ns"])
+    vms["start_ms"] = ns_to_ms(vms["marker_ns"]).where(vms["status"] == "ok")
+    vms["vf_open_ms"] = ns_to_ms(vms["open_ns"])
+    vms["dma_map_ms"] = ns_to_ms(vms["dma_map_ns"])
     keys = list(zip(vms["session_id"], vms["label"]))
     vms["timeline_vf_open_ms"] = [opens.get(k, np.nan) for k in keys]
     vms["timeline_ram_maps"] = [maps.get(k, "no timeline log") for k in keys]
@@ -232,96 +212,3 @@ def qemu62_saving_over_dma_map(run_dir: str | Path) -> float | None:
         return None
     saving = s.loc["stock", "start_ms"] - s.loc["fastiov", "start_ms"]
     return float(saving / s.loc["stock", "dma_map_ms"])
-
-
-# ------------------------------------------------------------------ claim metrics
-
-@claims.register_metric("vsriov_devset_parallel_ratio")
-def devset_parallel_ratio(run_dir: Path, devset: str = "shared") -> float | None:
-    """N parallel VF device opens' wall time over N sequential ones', with one device-set behaviour."""
-    return devset_ratio(run_dir, devset)
-
-
-@claims.register_metric("vsriov_vmstart_slope_ratio")
-def vmstart_slope_ratio_metric(run_dir: Path) -> float | None:
-    """Slope of per-VM start latency vs N, vanilla-like over FastIOV-like."""
-    return vmstart_slope_ratio(run_dir)
-
-
-@claims.register_metric("vsriov_qemu62_saving_over_dma_map")
-def qemu62_saving_metric(run_dir: Path) -> float | None:
-    """The patched QEMU 6.2.0's start saving over stock's DMA-map time of guest RAM."""
-    return qemu62_saving_over_dma_map(run_dir)
-
-
-# ------------------------------------------------------------------ figures
-
-def plot_devset(run_dir: Path, caption: str = "") -> Figure | None:
-    """Wall time of N VF device opens, one after another vs all at once, per device-set behaviour."""
-    df = devset_frame(run_dir)
-    df = df[df["failed"] == 0]
-    if df.empty:
-        return None
-    df = df.assign(behaviour=df["devset"].map(lambda d: DEVSET_TEXT.get(d, d).replace(" (", "\n(")),
-                   how=df["mode"].map({"seq": "one after another", "par": "all at once"}))
-    with plots.style():
-        fig, ax = plt.subplots(figsize=plots.FIGSIZE)
-        sns.barplot(df, x="behaviour", y="open_wall_ms", hue="how", estimator="median", errorbar=None, ax=ax)
-        ax.set(xlabel=f"{int(df['n'].max())} VFs, guest kernel {df['kernel'].iloc[0]}",
-               ylabel="wall time of the device opens (ms)")
-        ax.set_title("The VFIO device-set lock: do VF opens serialise?")
-        fig.text(0.01, -0.02, caption, fontsize=7, ha="left", va="top", wrap=True)
-        fig.tight_layout()
-        return fig
-
-
-def plot_vmstart(run_dir: Path, caption: str = "") -> Figure | None:
-    """Per-VM start latency vs the number of VMs started at once, vanilla-like vs FastIOV-like, with its parts."""
-    df = vmstart_frame(run_dir)
-    df = df[df["status"] == "ok"]
-    if df.empty:
-        return None
-    df = df.assign(configuration=df["config"].map(lambda c: CONFIG_TEXT.get(c, c)))
-    with plots.style():
-        fig, axes = plt.subplots(1, 2, figsize=(plots.FIGSIZE[0] * 1.6, plots.FIGSIZE[1]))
-        sns.lineplot(df, x="n", y="start_ms", hue="configuration", style="configuration", markers=True,
-                     estimator="median", errorbar=None, ax=axes[0])
-        sns.stripplot(df, x="n", y="start_ms", hue="configuration", native_scale=True, size=3, legend=False,
-                      palette="dark:0.3", ax=axes[0])
-        axes[0].set(xlabel="VMs started at once (one VF each)", ylabel="start latency per VM (ms)")
-        axes[0].set_ylim(bottom=0)
-        parts = df.melt(id_vars=["config", "n"], value_vars=["vf_open_ms", "lock_wait_ms", "dma_map_ms"],
-                        var_name="part", value_name="ms").dropna()
-        if not parts.empty:
-            parts["part"] = parts["config"] + ": " + parts["part"].str.removesuffix("_ms").str.replace("_", " ")
-            sns.lineplot(parts, x="n", y="ms", hue="part", style="part", markers=True, estimator="median",
-                         errorbar=None, ax=axes[1])
-        axes[1].set(xlabel="VMs started at once", ylabel="per VM, guest kernel trace (ms)")
-        for ax in axes:
-            ax.set_xticks(sorted(df["n"].unique()))
-            ax.legend(fontsize=6)
-        fig.suptitle("Concurrent VF-backed VM starts (QEMU inside the guest)")
-        fig.text(0.01, -0.02, caption, fontsize=7, ha="left", va="top", wrap=True)
-        fig.tight_layout()
-        return fig
-
-
-def plot_qemu62(run_dir: Path, caption: str = "") -> Figure | None:
-    """QEMU 6.2.0 stock vs with FastIOV's patch: VM start with a VF and the DMA map of its RAM."""
-    df = qemu62_frame(run_dir)
-    df = df[df["status"] == "ok"]
-    if df.empty:
-        return None
-    long = df.melt(id_vars=["qemu"], value_vars=["start_ms", "dma_map_ms", "vf_open_ms"], var_name="what",
-                   value_name="ms").dropna()
-    long["what"] = long["what"].map({"start_ms": "VM start", "dma_map_ms": "DMA map (kernel)",
-                                     "vf_open_ms": "VF open (kernel)"})
-    with plots.style():
-        fig, ax = plt.subplots(figsize=plots.FIGSIZE)
-        sns.barplot(long, x="what", y="ms", hue="qemu", estimator="median", errorbar=None, ax=ax,
-                    hue_order=[q for q in ("stock", "fastiov") if q in set(long["qemu"])])
-        ax.set(xlabel=f"one VF, {int(df['mem_mb'].iloc[0])} MiB guest RAM as backend mem0", ylabel="ms (median)")
-        ax.set_title("QEMU 6.2.0: stock vs FastIOV's patch (no eager DMA map of mem0)")
-        fig.text(0.01, -0.02, caption, fontsize=7, ha="left", va="top", wrap=True)
-        fig.tight_layout()
-        return fig

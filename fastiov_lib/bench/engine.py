@@ -41,9 +41,7 @@ from tqdm.auto import tqdm
 
 from fastiov_lib.config import Testbed
 from fastiov_lib.testbeds import backend_for
-from fastiov_lib.testbeds.base import TestbedBackend, WrongKernel
-from fastiov_lib.testbeds.fastiov_host.backend import FastiovHostError
-from fastiov_lib.testbeds.local.backend import LocalBackendError
+from fastiov_lib.testbeds.base import BackendError, TestbedBackend
 from fastiov_lib.cri import (CriClient, CriError)
 from fastiov_lib.run.rundir import JsonlWriter, RunDir
 
@@ -94,7 +92,7 @@ def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: S
         return _empty(backend, "app")
     try:
         endpoint = backend.app_endpoint(network)
-    except (LocalBackendError, FastiovHostError) as err:
+    except BackendError as err:
         raise BenchError(str(err)) from None
     try:
         input_file = make_function_input(Path(endpoint.data_dir), function, file_mb)
@@ -130,13 +128,13 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         raise BenchError(f"tenants must be at least 1, got {tenants}")
     try:
         target = backend.pod_target(names, concurrency)
-    except (LocalBackendError, FastiovHostError) as err:
+    except BackendError as err:
         raise BenchError(str(err)) from None
     if app is not None and "workload" not in target.images:
         raise BenchError("no workload image for the app test on this testbed")
     try:  # a real host measures vanilla and FastIOV on different boots: refuse the wrong one up front
         backend.check_kernel(names)
-    except WrongKernel as err:
+    except BackendError as err:
         raise BenchError(str(err)) from None
     kernel, release = backend.booted_kernel(), backend.kernel_release()
 

@@ -18,6 +18,10 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,5,10") from None
     if not values or any(v < 1 or v > MAX_CONCURRENCY for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: expected integers from 1 to {MAX_CONCURRENCY}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:  # as a profile refuses them: two rounds would both be labelled repeat 0
+        raise argparse.ArgumentTypeError(f"{text!r}: {', '.join(map(str, repeated))} given twice; each level once "
+                                         "(use --repeats for more rounds)")
     return values
 
 
@@ -49,6 +53,9 @@ def _str_list(text: str) -> list[str]:
     values = [x.strip() for x in text.split(",") if x.strip()]
     if not values:
         raise argparse.ArgumentTypeError("expected a comma-separated list, e.g. none,bridge")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{text!r}: {', '.join(repeated)} given twice; each once")
     return values
 
 
@@ -68,12 +75,12 @@ def _bench(args: argparse.Namespace) -> int:
     _check_networks([args.app_network], "--app-network")
     out = Path(args.out).expanduser().resolve()
     existed = out.exists()
+    backend = backend_for(testbed)
     run = create_run_dir(testbed, profile, run_id=out.name, results_root=out.parent,
-                         extend_foreign=args.extend_foreign)
+                         extend_foreign=args.extend_foreign, facts=backend.facts())
     experiment = args.experiment or ("startup" if len(args.network) == 1 else "ablation")
     results = []
     reason = "failed"
-    backend = backend_for(testbed)
     hooks = backend.round_hooks()  # e.g. the instrumented containerd's mode switch + record collection
     try:
         with backend.exclusive("bench"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -29,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.action == "fake-tree":
         if root is None or root.resolve() == Path("/"):
-            print("error: fake-tree needs --root pointing at a new directory, not /")
+            print("error: fake-tree needs --root pointing at a new directory, not /", file=sys.stderr)
             return 2
         from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
 
@@ -39,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     writer = None
     if args.fake_kernel:
         if root is None:
-            print("error: --fake-kernel needs --root (a tree made by `nic fake-tree`)")
+            print("error: --fake-kernel needs --root (a tree made by `nic fake-tree`)", file=sys.stderr)
             return 2
         from fastiov_lib.hw.fake_sysfs import FakeSysfs
 
@@ -62,5 +63,5 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{r.pf}: released {len(r.vfs)} VFs")
         return 0
     except (nic.NicError, HostChangesNotAllowed) as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1

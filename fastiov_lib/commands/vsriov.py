@@ -7,15 +7,17 @@ from pathlib import Path
 
 from fastiov_lib.config import load_profile, load_testbed
 from fastiov_lib.run.rundir import create_run_dir
+from fastiov_lib.testbeds import backend_for
 
 DEFAULT_TESTBED = "testbeds/vsriov.yaml"
 
 
 def _run_dir(args: argparse.Namespace, testbed, profile):
+    facts = backend_for(testbed).facts()
     if args.out:
         out = Path(args.out).expanduser().resolve()
-        return create_run_dir(testbed, profile, run_id=out.name, results_root=out.parent)
-    return create_run_dir(testbed, profile)
+        return create_run_dir(testbed, profile, run_id=out.name, results_root=out.parent, facts=facts)
+    return create_run_dir(testbed, profile, facts=facts)
 
 
 def _session(args: argparse.Namespace, benchmarks: bool) -> int:
@@ -48,12 +50,13 @@ def _session(args: argparse.Namespace, benchmarks: bool) -> int:
     for key, value in result.summary().items():
         print(f"{key:>14}: {value}")
     if result.ok and benchmarks:
-        from fastiov_lib.analysis import vsriov as vsriov_analysis
+        from fastiov_lib.analysis.vsriov import summary_table
+        from fastiov_lib.report.vsriov_report import claims_table
 
         print()
-        print(vsriov_analysis.summary_table(run.path).to_string(index=False))
+        print(summary_table(run.path).to_string(index=False))
         print()
-        print(vsriov_analysis.claims_table(run.path).to_string(index=False))
+        print(claims_table(run.path).to_string(index=False))
     if not result.ok:
         print(f"error: {result.error} (console log: {result.console_log})", file=sys.stderr)
     print(run.path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from fastiov_lib.hw.pci import PciAddressError, format_pci, parse_pci, pci_dir
+from fastiov_lib.safe_files import read_kernel_text
 
 
 class NicError(PciAddressError):
@@ -38,10 +39,8 @@ class PhysicalFunction:
 # ---------------------------------------------------------------- reading the kernel's files
 
 def _read(path: Path) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
+    # bounded, regular files only: a fake tree's /dev/zero link must not grow memory without end
+    return read_kernel_text(path)
 
 
 def _read_int(path: Path) -> int | None:
@@ -52,6 +51,23 @@ def _read_int(path: Path) -> int | None:
         return int(text, 0)
     except ValueError:
         return None
+
+
+def kernel_int(path: Path) -> int | None:
+    """An integer attribute as the kernel writes it; None when absent, NicError naming the file and
+    its content when it holds anything else (random bytes, `7 extra`): never guessed as 0."""
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        if text.isprintable():
+            shown = repr(text if len(text) <= 40 else text[:40] + "...")
+        else:
+            shown = f"binary content ({len(text)} characters)"
+        raise NicError(f"{path}: {shown} is not a number (the kernel writes one integer there); "
+                       "is this tree a real sysfs?") from None
 
 
 def current_driver(root: Path, address: str) -> str | None:
@@ -94,14 +110,14 @@ def describe_pf(root: Path, pf: str) -> PhysicalFunction:
     d = pci_dir(root, pf)
     if not d.exists():
         raise NicError(f"{pf}: no such PCI device ({d} is missing)")
-    total = _read_int(d / "sriov_totalvfs")
+    total = kernel_int(d / "sriov_totalvfs")
     if total is None or total <= 0:
         raise GuardError(f"{pf}: not SR-IOV capable ({d / 'sriov_totalvfs'} is missing or 0)")
     return PhysicalFunction(
-        address=pf, total_vfs=total, num_vfs=_read_int(d / "sriov_numvfs") or 0,
+        address=pf, total_vfs=total, num_vfs=kernel_int(d / "sriov_numvfs") or 0,
         driver=current_driver(root, pf), netdevs=netdevs_of(root, pf), vfs=list_vfs(root, pf),
-        autoprobe=_read_int(d / "sriov_drivers_autoprobe"), offset=_read_int(d / "sriov_offset"),
-        stride=_read_int(d / "sriov_stride"),
+        autoprobe=kernel_int(d / "sriov_drivers_autoprobe"), offset=kernel_int(d / "sriov_offset"),
+        stride=kernel_int(d / "sriov_stride"),
     )
 
 
@@ -114,7 +130,7 @@ def discover_pfs(root: Path) -> list[PhysicalFunction]:
     except OSError:
         return out
     for name in names:
-        if (_read_int(base / name / "sriov_totalvfs") or 0) > 0:
+        if (kernel_int(base / name / "sriov_totalvfs") or 0) > 0:
             out.append(describe_pf(root, name))
     return out
 

@@ -271,6 +271,15 @@ def _err(code: int, path: Path) -> OSError:
     return OSError(code, os.strerror(code), str(path))
 
 
+def _int_file(path: Path) -> int:
+    """An integer attribute of the fake tree; a tree edited into something else is an I/O error naming
+    the file (as a broken device's attribute would be), never a ValueError from inside the kernel."""
+    try:
+        return int(path.read_bytes()[:64].decode("ascii").strip(), 0)
+    except (ValueError, UnicodeDecodeError):
+        raise OSError(errno.EIO, f"{os.strerror(errno.EIO)} (not a number in the fake tree)", str(path)) from None
+
+
 class FakeSysfs:
     """A `nic.SysfsWriter` for a fake tree: validates like the kernel, writes, then reacts."""
 
@@ -329,8 +338,8 @@ class FakeSysfs:
             n = int(v, 0)
         except ValueError:
             raise _err(errno.EINVAL, path) from None
-        total = int((d / "sriov_totalvfs").read_text())
-        cur = int((d / "sriov_numvfs").read_text())
+        total = _int_file(d / "sriov_totalvfs")
+        cur = _int_file(d / "sriov_numvfs")
         if n < 0 or n > total:
             raise _err(errno.ERANGE, path)
         if n == cur:
@@ -350,8 +359,8 @@ class FakeSysfs:
         else:
             domain, bus, dev, fn = parse_pci(pf)
             rid = (bus << 8) | (dev << 3) | fn
-            offset = int((d / "sriov_offset").read_text())
-            stride = int((d / "sriov_stride").read_text())
+            offset = _int_file(d / "sriov_offset")
+            stride = _int_file(d / "sriov_stride")
             vf_id = "0x" + (d / "sriov_vf_device").read_text().strip()
             autoprobe = (d / "sriov_drivers_autoprobe").read_text().strip() == "1"
             vendor = (d / "vendor").read_text().strip()
@@ -401,7 +410,7 @@ class FakeSysfs:
             n = int(v, 0)
         except ValueError:
             raise _err(errno.EINVAL, path) from None
-        limit = int((self.root / ".fake_hugepages_max").read_text())
+        limit = _int_file(self.root / ".fake_hugepages_max")
         got = min(n, limit)  # the kernel reserves what it can and reports that count
         path.write_text(f"{got}\n")
         (path.parent / "free_hugepages").write_text(f"{got}\n")

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from fastiov_lib.hw.pci import PciAddressError, parse_pci, pci_dir
 from fastiov_lib.hw.discovery import (  # re-exported: callers use nic.X
-    GuardError, NicError, PhysicalFunction, _read, _read_int, current_driver, describe_pf, discover_pfs, guard_problems, list_vfs, predict_vf_addresses,
+    GuardError, NicError, PhysicalFunction, _read, current_driver, describe_pf, discover_pfs, guard_problems,
+    kernel_int, list_vfs, predict_vf_addresses,
 )
 from fastiov_lib.hw.host_steps import Action, HostChangesNotAllowed, Step, require_host_changes
 
@@ -94,7 +95,7 @@ class NicReport:
 def plan_hugepages(root: Path, count: int) -> list[SysfsWrite]:
     """The write that sets the 2 MiB hugepage pool to `count` (none if it is already there)."""
     path = Path(root) / HUGEPAGES_2M / "nr_hugepages"
-    if _read_int(path) == count:
+    if kernel_int(path) == count:
         return []
     return [SysfsWrite(str(path), str(count), f"reserve {count} x 2 MiB hugepages for the VMs' memory")]
 
@@ -175,12 +176,12 @@ def allocate_hugepages(root: Path, count: int, writer: SysfsWriter | None = None
     if not path.exists():
         raise NicError(f"{path}: missing (no 2 MiB hugepage support in this kernel)")
     t0 = time.monotonic_ns()
-    if _read_int(path) != count:
+    if kernel_int(path) != count:
         try:
             writer.write(path, str(count))
         except OSError as exc:
             raise NicError(f"writing {count} to {path} failed: {exc.strerror}") from exc
-    got = _read_int(path) or 0
+    got = kernel_int(path) or 0
     return {"event": "hugepages", "requested": count, "got": got, "duration_ns": time.monotonic_ns() - t0,
             "wall_ns": time.time_ns(), "ok": got >= count}
 

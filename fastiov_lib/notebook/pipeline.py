@@ -13,8 +13,12 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
 from fastiov_lib.config import REPO_ROOT, ConfigError, Testbed, load_profile, load_testbed, resolve_path
-from fastiov_lib.notebook.nbfiles import normalise
+from fastiov_lib.notebook import adopt
+from fastiov_lib.notebook.parameters import (  # noqa: F401 - UnknownParameter re-exported for callers
+    ParameterTypeError, UnknownParameter, check_parameters, declared_parameters, declared_type, type_problem,
+)
 from fastiov_lib.run.rundir import RunDir, create_run_dir
+from fastiov_lib.testbeds import backend_for
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOK_ORDER = ("01_build", "02_host", "03_nic", "04_bench", "05_ablation", "06_figures")
@@ -39,13 +43,7 @@ class HostChecksFailed(ConfigError):
 
 
 def _failing_checks(testbed: Testbed) -> list[str]:
-    from fastiov_lib.testbeds import backend_for
-
     return [f"{c.name}: {c.seen}" for c in backend_for(testbed).checks() if c.status == "fail"]
-
-
-class UnknownParameter(ConfigError):
-    """A parameter was passed that the notebook's `parameters` cell does not declare."""
 
 
 def notebook_path(name: str) -> Path:
@@ -58,22 +56,6 @@ def notebook_path(name: str) -> Path:
     if not candidate.exists():
         raise ConfigError(f"notebook {name!r} not found (known: {', '.join(NOTEBOOK_ORDER)})")
     return candidate
-
-
-def declared_parameters(path: Path) -> dict[str, Any]:
-    """The names (and inferred types/defaults) in the notebook's cell tagged `parameters`."""
-    return papermill.inspect_notebook(str(path))
-
-
-def check_parameters(path: Path, parameters: dict[str, Any]) -> None:
-    """Refuse parameters a notebook does not declare (papermill itself only warns)."""
-    declared = declared_parameters(path)
-    unknown = sorted(set(parameters) - set(declared))
-    if unknown:
-        raise UnknownParameter(
-            f"{path.name}: parameter(s) {', '.join(unknown)} not declared in its 'parameters' cell "
-            f"(declared: {', '.join(sorted(declared)) or 'none'})"
-        )
 
 
 def _failed_cell(output: Path, exc: PapermillExecutionError) -> tuple[int | None, str]:
@@ -125,14 +107,20 @@ def parameters_for(path: Path, standard: dict[str, Any], extra: dict[str, Any]) 
 
 
 def _check_extra_parameters(notebooks: Sequence[str], extra: dict[str, Any]) -> None:
+    """Every `-p` of a pipeline is declared by a notebook it runs, with the type that notebook gives it."""
     declared = {notebook_path(n).stem: declared_parameters(notebook_path(n)) for n in notebooks}
-    for key in extra:
+    for key, value in extra.items():
         target, _, bare = key.rpartition(".")
         scope = [target] if target else list(declared)
         if target and target not in declared:
             raise UnknownParameter(f"parameter {key!r}: no notebook {target!r} in this run")
         if not any(bare in declared[n] for n in scope):
             raise UnknownParameter(f"parameter {key!r}: declared by none of {', '.join(scope)}")
+        for name in scope:
+            if bare in declared[name]:
+                problem = type_problem(bare, value, declared_type(str(declared[name][bare].get("default", ""))))
+                if problem:
+                    raise ParameterTypeError(f"{name}.ipynb: parameter {bare!r}: {problem}")
 
 
 @dataclass
@@ -157,7 +145,8 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
     testbed = load_testbed(testbed_path)
     prof = load_profile(profile)
     _check_extra_parameters(notebooks, extra)
-    run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root, extend_foreign=extend_foreign)
+    run = create_run_dir(testbed, prof, run_id=run_id, results_root=results_root, extend_foreign=extend_foreign,
+                         facts=backend_for(testbed).facts())
     # the pipeline's run becomes the current run: 06_figures in JupyterLab shows it afterwards
     from fastiov_lib.notebook.session import write_current_run
 
@@ -200,7 +189,7 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
         status["interrupted"] = reason
         raise
     finally:
-        run.update_run_info(pipeline=status)
+        run.update_record(pipeline=status)
         if teardown is not None:
             teardown(testbed)
         run.finish(reason)
@@ -214,24 +203,8 @@ def reproduce(testbed_path: str | Path, profile: str, extra: dict[str, Any] | No
 
 
 def adopt_outputs(run_dir: Path, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """Copy a run's executed notebooks back as the committed expected outputs (nbval compares them).
-
-    Papermill's injected-parameters cell is dropped, so the committed notebooks keep their default
-    parameters; outputs are kept as they came out of the real run.
-    """
-    adopted = []
-    for executed in sorted((Path(run_dir) / "notebooks").glob("*.ipynb")):
-        nb = nbformat.read(str(executed), as_version=4)
-        nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-        nb.metadata.pop("papermill", None)
-        for cell in nb.cells:
-            cell.metadata.pop("papermill", None)
-            cell.metadata.pop("execution", None)
-        target = notebooks_dir / executed.name
-        # as JupyterLab would save it, and naming no run id that is not committed
-        nbformat.write(normalise(nb, run_id=Path(run_dir).name), str(target))
-        adopted.append(target)
-    return adopted
+    """A run's executed notebooks' outputs become the committed ones (see notebook.adopt)."""
+    return adopt.adopt_outputs(run_dir, notebooks_dir)
 
 
 def pipeline_status(run: RunDir) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from fastiov_lib.config import REPO_ROOT, Profile, Testbed, load_profile, load_testbed, resolve_path
+from fastiov_lib.notebook.parameters import require_types
 from fastiov_lib.run.rundir import RUN_FILE, RunDir, create_run_dir, open_run_dir
 from fastiov_lib.testbeds import backend_for
 from fastiov_lib.testbeds.base import TestbedBackend
@@ -84,13 +85,13 @@ def write_current_run(run: RunDir) -> Path:
 
 def run_matches(run: RunDir, testbed: Testbed, profile: Profile) -> str:
     """"" when the run was made with this testbed and profile, else what differs (one line)."""
-    info = run.read_run_info()
-    if info.get("testbed_name") != testbed.name:
-        return f"testbed {info.get('testbed_name')!r} != {testbed.name!r}"
-    if info.get("testbed") not in (None, testbed.model_dump(mode="json")):
+    rec = run.record()
+    if rec.testbed_name != testbed.name:
+        return f"testbed {rec.testbed_name!r} != {testbed.name!r}"
+    if rec.testbed not in (None, testbed.model_dump(mode="json")):
         return f"testbed {testbed.name!r} settings changed since the run started"
-    if info.get("profile") != profile.model_dump(mode="json"):
-        return f"profile {info.get('profile_name')!r} != {profile.name!r} (or its values changed)"
+    if rec.profile != profile.model_dump(mode="json"):
+        return f"profile {rec.profile_name!r} != {profile.name!r} (or its values changed)"
     return ""
 
 
@@ -99,13 +100,14 @@ def session_run(testbed: Testbed, profile: Profile, new_run: bool = False, run_i
     """The run a notebook of this session writes into, and why that one (see the module docstring)."""
     root = Path(results_root) if results_root else testbed.resolve_results_dir()
     if run_id:
-        run = create_run_dir(testbed, profile, run_id=run_id, results_root=root, extend_foreign=extend_foreign)
+        run = create_run_dir(testbed, profile, run_id=run_id, results_root=root, extend_foreign=extend_foreign,
+                             facts=backend_for(testbed).facts())
         return run, f"given run id {run_id}"
     current = None if new_run else read_current_run(root)
     differs = run_matches(current, testbed, profile) if current is not None else ""
     if current is not None and not differs:
         return current, "current run (reused)"
-    run = create_run_dir(testbed, profile, results_root=root)
+    run = create_run_dir(testbed, profile, results_root=root, facts=backend_for(testbed).facts())
     write_current_run(run)
     if new_run:
         return run, "new run (asked for)"
@@ -115,11 +117,14 @@ def session_run(testbed: Testbed, profile: Profile, new_run: bool = False, run_i
 def open_session(testbed_path: str, profile: str, run_dir: str = "",
                  overrides: dict[str, Any] | None = None, new_run: bool = False) -> Session:
     """Load config and open the run: `run_dir` if given, else the session's current run (or a new one)."""
+    require_types(testbed_path=(testbed_path, str), profile=(profile, str), run_dir=(run_dir, str),
+                  new_run=(new_run, bool))
     testbed = load_testbed(testbed_path)
     prof = load_profile(profile, overrides)
     if run_dir:
         path = resolve_path(run_dir)
-        run = create_run_dir(testbed, prof, run_id=Path(path).name, results_root=Path(path).parent)
+        run = create_run_dir(testbed, prof, run_id=Path(path).name, results_root=Path(path).parent,
+                             facts=backend_for(testbed).facts())
         return Session(testbed, prof, run, why="given run_dir")
     run, why = session_run(testbed, prof, new_run=new_run)
     return Session(testbed, prof, run, why=why)
@@ -132,6 +137,7 @@ def open_existing_run(run_dir: str) -> RunDir:
 
 def analysis_run(run_dir: str = "", results_root: str | Path = "results") -> tuple[RunDir, str]:
     """The run 06_figures shows: `run_dir` if given, else the current run, else the committed example."""
+    require_types(run_dir=(run_dir, str))
     if run_dir:
         return open_existing_run(run_dir), "given run_dir"
     root = Path(results_root) if Path(results_root).is_absolute() else REPO_ROOT / results_root
@@ -143,6 +149,6 @@ def analysis_run(run_dir: str = "", results_root: str | Path = "results") -> tup
 
 def which_run(run: RunDir, why: str) -> pd.DataFrame:
     """A one-row table naming the run a notebook shows and why (the run id, not a path object)."""
-    info = run.read_run_info()
-    return pd.DataFrame([{"run id": run.run_id, "testbed": info.get("testbed_name", ""),
-                          "profile": info.get("profile_name", ""), "chosen": why}])
+    rec = run.record()
+    return pd.DataFrame([{"run id": run.run_id, "testbed": rec.testbed_name if rec.testbed_name != "unknown" else "",
+                          "profile": rec.profile_name or "", "chosen": why}])

@@ -4,7 +4,8 @@ Claims live in data files (fastiov_lib/data/claims/*.yaml). A metric is a functi
 name that takes the run directory and returns a float, or None when the run did not measure it;
 the table shows only what was computed (a None metric gives the verdict "not measured").
 Every claim of every file is listed: one this run's testbed cannot check says which testbed it needs.
-Metrics are registered with `@register_metric("name")`; `metrics()` names every module that does.
+This module's metrics are registered with `@register_metric("name")`; `metrics()` adds the lists of
+the other metric modules.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fastiov_lib.analysis import stats as analysis
 from fastiov_lib.config import ConfigError
+from fastiov_lib.report import stage_figures, vsriov_metrics
 
 CLAIMS_DIR = Path(str(resources.files("fastiov_lib") / "data" / "claims"))
 
@@ -74,7 +76,8 @@ class Claim(BaseModel):
               "<": lambda: measured < t, "between": lambda: t[0] <= measured <= t[1]}[self.comparison]()
         return "holds" if ok else "fails"
 
-    def _fmt(self, x: float) -> str:
+    def format_value(self, x: float) -> str:
+        """One number in the claim's unit."""
         if self.unit == "%":
             return f"{x * 100:.1f}%"
         if self.unit == "ms":
@@ -87,11 +90,11 @@ class Claim(BaseModel):
 
     def expected_text(self) -> str:
         if self.comparison == "between":
-            text = f"between {self._fmt(self.threshold[0])} and {self._fmt(self.threshold[1])}"
+            text = f"between {self.format_value(self.threshold[0])} and {self.format_value(self.threshold[1])}"
         else:
-            text = f"{self.comparison} {self._fmt(float(self.threshold))}"
+            text = f"{self.comparison} {self.format_value(float(self.threshold))}"
         if self.published is not None:
-            text += f" (published: {self._fmt(self.published)})"
+            text += f" (published: {self.format_value(self.published)})"
         return text
 
 
@@ -128,12 +131,9 @@ def load_claims(paths: list[Path] | None = None) -> list[Claim]:
 
 
 def metrics() -> dict[str, Metric]:
-    """Every metric by name: this module's, the virtual SR-IOV analysis's and the stage figures'
-    (those modules register theirs with @register_metric; imported here because they import this one)."""
-    from fastiov_lib.analysis import vsriov  # noqa: F401
-    from fastiov_lib.report import stage_figures  # noqa: F401
-
-    return METRICS
+    """Every metric by name: this module's, the virtual SR-IOV host's and the stage records' (each
+    module lists its own in METRICS)."""
+    return {**METRICS, **vsriov_metrics.METRICS, **stage_figures.METRICS}
 
 
 CLAIM_MAP_FILE = Path(str(resources.files("fastiov_lib") / "data" / "claim_map.yaml"))
@@ -412,7 +412,7 @@ def evaluate_claims(run_dir: str | Path, claims: list[Claim] | None = None) -> p
             value = fn(run_dir, **claim.params)
         verdict = claim.check(value)
         rows.append({**row, "verdict": verdict,
-                     "measured": "" if verdict == "not measured" else claim._fmt(float(value))})
+                     "measured": "" if verdict == "not measured" else claim.format_value(float(value))})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 

@@ -17,8 +17,11 @@ from matplotlib.figure import Figure
 
 from fastiov_lib.analysis.instrumentation import pods_without_records, read_stages
 from fastiov_lib.analysis.pods import read_pods
+from fastiov_lib.config import REPO_ROOT
 from fastiov_lib.report import figures as plots
-from fastiov_lib.report.claims import register_metric
+from fastiov_lib.report.md_table import md_table
+from fastiov_lib.report.section import Section
+from fastiov_lib.run.record import RunRecord
 
 COLUMN_IN = 3.3  # a single column of the paper
 # RunPodSandbox's stages in the order they run; CNI_md holds the per-plugin ADDs, CNI_pod_setup the setup_*
@@ -153,7 +156,6 @@ def cni_share_table(df: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ claims
 
-@register_metric("stage_record_coverage")
 def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> float | None:
     """Fraction of ok pods (in rounds of >= concurrency_min pods) with containerd CNI_* records."""
     stages = read_stages(run_dir)
@@ -165,7 +167,6 @@ def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> float | No
     return float(m["with_records"].sum() / total) if total else None
 
 
-@register_metric("cni_share_growth")
 def cni_share_growth(run_dir: Path, low: str = "none", high: str = "hostdev") -> float | None:
     """Median CNI share of RunPodSandbox in `high` minus that in `low` (highest common concurrency)."""
     df = pod_stages(Path(run_dir))
@@ -179,22 +180,31 @@ def cni_share_growth(run_dir: Path, low: str = "none", high: str = "hostdev") ->
 
 # ------------------------------------------------------------------ the instrumentation's cost
 
-def _profile_name(info: dict) -> str | None:
-    prof = info.get("profile")
-    return info.get("profile_name") or (prof.get("name") if isinstance(prof, dict) else prof)
+def _record(run_dir: Path) -> RunRecord | None:
+    try:
+        return RunRecord.model_validate({"run_id": run_dir.name, **json.loads((run_dir / "run.json").read_text())})
+    except (OSError, ValueError, TypeError):  # no run.json, not JSON, or not a run record: not a run to compare with
+        return None
+
+
+def containerd_flavour(record: RunRecord) -> str | None:
+    """Which containerd a run used (debian or instrumented): recorded by the back end, else what its
+    testbed section asked for; None for a testbed without a local containerd."""
+    if record.containerd and record.containerd.get("flavour"):
+        return str(record.containerd["flavour"])
+    local = (record.testbed or {}).get("local")
+    return str(local.get("containerd", "debian")) if isinstance(local, dict) else None
 
 
 def find_debian_run(results_dir: Path, profile: str | None) -> Path | None:
-    """The newest run of a Debian-containerd local testbed with the same profile (else the example run)."""
+    """The newest run of the Debian containerd with the same profile (else None)."""
     best: tuple[str, Path] | None = None
     for run_json in Path(results_dir).glob("*/run.json"):
-        try:
-            info = json.loads(run_json.read_text())
-        except (OSError, json.JSONDecodeError):
+        record = _record(run_json.parent)
+        if record is None or containerd_flavour(record) != "debian":
             continue
-        flavour = (info.get("containerd") or {}).get("flavour", "debian")
-        if info.get("testbed_kind") == "local" and flavour == "debian" and (profile is None or _profile_name(info) == profile):
-            key = str(info.get("started") or info.get("start_time") or run_json.parent.name)
+        if profile is None or record.profile_name == profile:
+            key = str(record.start_time or run_json.parent.name)
             if best is None or key > best[0]:
                 best = (key, run_json.parent)
     return best[1] if best else None
@@ -212,48 +222,44 @@ def containerd_comparison(run_dir: Path, debian_dir: Path) -> pd.DataFrame:
     return out.reset_index()
 
 
-def report_section(run_dir: str | Path) -> tuple[str, list[Path]]:
-    """Markdown and figure files for report.md: stage breakdown, missing records, containerd cost."""
-    from fastiov_lib.report.markdown import _md_table
-
+def report_section(run_dir: str | Path) -> Section:
+    """The report's section on the stage records: stage breakdown, missing records, containerd cost."""
     run_dir = Path(run_dir)
     df = pod_stages(run_dir)
     stages = read_stages(run_dir)
     pods, _ = read_pods(run_dir)
     missing = pods_without_records(stages, pods)
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    ctd = info.get("containerd") or {}
-    tb = info.get("testbed")
-    name = info.get("testbed_name") or (tb.get("name") if isinstance(tb, dict) else tb) or run_dir.name
+    record = _record(run_dir) or RunRecord(run_id=run_dir.name)
+    ctd = record.containerd or {}
+    name = record.testbed_name if record.testbed_name != "unknown" else run_dir.name
     caption = f"{name}, {run_dir.name}: containerd {str(ctd.get('version') or '?').split()[-2:][0]}"
     # the per-mode panels compare modes: the ablation's rounds where the run has them
     by_mode = df[df["experiment"] == "ablation"] if (df["experiment"] == "ablation").any() else df
-    figs = []
-    for fname, fig in (("stage_breakdown_by_mode", breakdown_by_mode(by_mode, missing[missing["experiment"].isin(
-            by_mode["experiment"].unique())], caption)),
-                      ("stage_growth", growth_with_concurrency(df, caption))):
-        figs += plots.save_figure(fig, run_dir / "figures", fname)
+    figs = {"stage_breakdown_by_mode": breakdown_by_mode(by_mode, missing[missing["experiment"].isin(
+                by_mode["experiment"].unique())], caption),
+            "stage_growth": growth_with_concurrency(df, caption)}
     lines = ["## Stages of RunPodSandbox (the instrumented containerd's records)", "",
              f"containerd: `{ctd.get('version', '?')}`; records joined to pods by sandbox id. "
              "FastIOV's 0001-containerd.patch plus the artifact's own per-pod-netns fix (local only).", ""]
     if not df.empty:
-        lines += [_md_table(stage_table(df), ".2f"), ""]
+        lines += [md_table(stage_table(df), ".2f"), ""]
     total_ok = int(missing["ok_pods"].sum()) if not missing.empty else 0
     lines += [f"Ok pods without a CNI_* record: {int(missing['without_records'].sum()) if total_ok else 0} "
               f"of {total_ok}.", ""]
     lines += ["![stages by mode](figures/stage_breakdown_by_mode.png)", "",
               "![stage growth](figures/stage_growth.png)", ""]
-    from fastiov_lib.config import REPO_ROOT
-
-    debian = find_debian_run(run_dir.parent, _profile_name(info)) or (REPO_ROOT / "results" / "example-local")
+    debian = find_debian_run(run_dir.parent, record.profile_name) or (REPO_ROOT / "results" / "example-local")
     if (debian / "pods.jsonl").is_file():
         cmp = containerd_comparison(run_dir, debian)
         if not cmp.empty:
-            deb_info = json.loads((debian / "run.json").read_text()) if (debian / "run.json").is_file() else {}
+            deb_profile = getattr(_record(debian), "profile_name", None)
             lines += ["### The instrumentation's cost: instrumented 1.3 vs Debian 1.6", "",
-                      f"Debian run: `{debian.name}` (profile {_profile_name(deb_info) or '?'}; this run: "
-                      f"{_profile_name(info) or '?'}); rows where both have the same experiment, mode and "
+                      f"Debian run: `{debian.name}` (profile {deb_profile or '?'}; this run: "
+                      f"{record.profile_name or '?'}); rows where both have the same experiment, mode and "
                       "concurrency. Different "
                       "containerd versions differ in more than the timing records, so the ratio bounds "
-                      "the instrumentation's cost from above.", "", _md_table(cmp, ".2f"), ""]
-    return "\n".join(lines), figs
+                      "the instrumentation's cost from above.", "", md_table(cmp, ".2f"), ""]
+    return Section("\n".join(lines), figs)
+
+
+METRICS = {"stage_record_coverage": stage_record_coverage, "cni_share_growth": cni_share_growth}

@@ -1,28 +1,27 @@
-"""Run directories: layout, provenance (run.json), append-only JSONL records and their loader."""
+"""Run directories: layout, the run record (run.json), append-only JSONL records and their loader."""
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import shutil
 import stat
-import subprocess
 import threading
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fastiov_lib.testbeds import backend_for
-from fastiov_lib.config import REPO_ROOT, ConfigError, Profile, Testbed
+from fastiov_lib.config import ConfigError, Profile, Testbed
+from fastiov_lib.run.provenance import collect_provenance, host_facts, now_iso
+from fastiov_lib.run.record import BackendFacts, RunRecord, validation_problem
 
 PODS_FILE = "pods.jsonl"
 RUN_FILE = "run.json"
 STAGES_FILE = "stages.csv"
+VSRIOV_FILE = "vsriov.jsonl"  # the virtual SR-IOV host's guest records
 
 PodStatus = Literal["ok", "failed", "timeout", "interrupted"]
 
@@ -231,13 +230,32 @@ class RunDir:
             raise RunDirError(f"{self.run_file}: expected a JSON object, got {type(info).__name__}")
         return info
 
-    def update_run_info(self, **fields: Any) -> None:
-        """Merge fields into run.json atomically (write to a temp file, then rename)."""
+    def record(self) -> RunRecord:
+        """run.json as the typed run record (defaults when absent); RunDirError naming the key when
+        a known key has the wrong type (e.g. `host` given as a string)."""
+        return self._validated(self.read_run_info())
+
+    def update_record(self, **fields: Any) -> RunRecord:
+        """Merge fields into run.json atomically (validated first, then a temp file renamed over it).
+
+        Nothing is written when the merged record is invalid (RunDirError naming the key)."""
         info = self.read_run_info()
         info.update(fields)
+        record = self._validated(info)
         tmp = self.run_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps(record.model_dump(), indent=2, default=str) + "\n")
         os.replace(tmp, self.run_file)
+        return record
+
+    def update_run_info(self, **fields: Any) -> None:
+        """The same as update_record (its older name)."""
+        self.update_record(**fields)
+
+    def _validated(self, info: dict[str, Any]) -> RunRecord:
+        try:
+            return RunRecord.model_validate({"run_id": self.run_id, **info})
+        except ValidationError as err:
+            raise RunDirError(f"{self.run_file}: {validation_problem(err)}") from None
 
     def discard_if_unused(self) -> bool:
         """Remove this run directory if it holds nothing but its fresh run.json and empty folders.
@@ -262,7 +280,7 @@ class RunDir:
 
     def finish(self, reason: str = "completed") -> None:
         """Close run.json: end time and why the run ended (completed, failed, SIGTERM, ...)."""
-        self.update_run_info(end_time=_now_iso(), end_reason=reason)
+        self.update_record(end_time=now_iso(), end_reason=reason)
 
 
 # what must match for a run directory to be extended (pyperf refuses to merge other hosts' results)
@@ -278,10 +296,10 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def foreign_differences(info: dict[str, Any], testbed: Testbed, profile: Profile) -> list[str]:
+def foreign_differences(info: dict[str, Any], testbed: Testbed, profile: Profile, facts: BackendFacts) -> list[str]:
     """How an existing run.json differs from a run of `testbed` and `profile` on this host."""
-    mine = {"testbed_name": testbed.name, "testbed_kind": backend_for(testbed).kind,
-            "profile_name": profile.name, "host": host_facts()}
+    mine = {"testbed_name": testbed.name, "testbed_kind": facts.kind,
+            "profile_name": profile.name, "host": host_facts().model_dump()}
     out = []
     for label, keys in SAME_RUN_KEYS.items():
         have: Any = info
@@ -295,10 +313,12 @@ def foreign_differences(info: dict[str, Any], testbed: Testbed, profile: Profile
 
 
 def create_run_dir(testbed: Testbed, profile: Profile, run_id: str | None = None,
-                   results_root: Path | None = None, extend_foreign: bool = False) -> RunDir:
+                   results_root: Path | None = None, extend_foreign: bool = False, *,
+                   facts: BackendFacts) -> RunDir:
     """Create results/<run-id>/ with run.json, or reopen it to resume the same run.
 
-    An existing run directory is extended only by the same testbed and profile on the same host;
+    `facts` is what the testbed's back end says about itself (`TestbedBackend.facts()`): its kind,
+    baseline variant and comparison go into the run record. An existing run directory is extended only by the same testbed and profile on the same host;
     `extend_foreign` allows it anyway (recorded in run.json under `extended_by`).
     """
     run_id = check_run_id(run_id or new_run_id(testbed.name, profile.name))
@@ -308,7 +328,7 @@ def create_run_dir(testbed: Testbed, profile: Profile, run_id: str | None = None
         raise RunDirError(f"{run.path}: exists and is not a folder")
     existed = run.run_file.exists()
     if existed:
-        diff = foreign_differences(run.read_run_info(), testbed, profile)
+        diff = foreign_differences(run.read_run_info(), testbed, profile, facts)
         if diff and not extend_foreign:
             raise RunDirError(f"{run.path}: belongs to another run ({'; '.join(diff)}); choose a new run "
                               "directory, or pass --extend-foreign to add to it anyway")
@@ -318,11 +338,11 @@ def create_run_dir(testbed: Testbed, profile: Profile, run_id: str | None = None
         run.path.mkdir(parents=True, exist_ok=True)
         run.logs_dir.mkdir(exist_ok=True)
         if not existed:
-            run.update_run_info(**collect_provenance(testbed, profile, run_id))
+            run.update_record(**collect_provenance(testbed, profile, run_id, facts).model_dump())
         elif diff:
-            extended = run.read_run_info().get("extended_by", [])
-            run.update_run_info(extended_by=[*extended, {"testbed_name": testbed.name, "profile_name": profile.name,
-                                                         "host": host_facts().get("hostname"), "at": _now_iso()}])
+            extended = run.record().extended_by
+            run.update_record(extended_by=[*extended, {"testbed_name": testbed.name, "profile_name": profile.name,
+                                                       "host": host_facts().hostname, "at": now_iso()}])
     except OSError as exc:
         raise RunDirError(f"{exc.filename or run.path}: cannot write the run directory ({exc.strerror})") from None
     return run
@@ -336,156 +356,3 @@ def open_run_dir(path: str | Path) -> RunDir:
     return RunDir(p)
 
 
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout or out.stderr).strip() if out.returncode == 0 else None
-
-
-def notebook_content(text: str) -> list[tuple[str, str, tuple[str, ...]]] | None:
-    """What a notebook says (cell type, source, tags), without outputs, counts or metadata; None if not JSON."""
-    try:
-        nb = json.loads(text)
-        cells = nb["cells"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    out = []
-    for cell in cells:
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        tags = tuple(cell.get("metadata", {}).get("tags", []))
-        out.append((str(cell.get("cell_type")), source, tags))
-    return out
-
-
-def _only_outputs_changed(rel: str) -> bool:
-    """True when a committed notebook differs from HEAD in outputs or metadata only (JupyterLab's save)."""
-    head = _run(["git", "show", f"HEAD:{rel}"], REPO_ROOT)
-    try:
-        now = (REPO_ROOT / rel).read_text(encoding="utf-8")
-    except OSError:
-        return False
-    a, b = notebook_content(head or ""), notebook_content(now)
-    return a is not None and a == b
-
-
-def _git_state() -> dict[str, Any]:
-    """Commit, and precisely which tracked files differ from it; notebooks whose only changes are
-    outputs or metadata (what opening and saving one in JupyterLab does) are listed apart and do not
-    make the checkout dirty."""
-    commit = _run(["git", "rev-parse", "HEAD"], REPO_ROOT)
-    changed = _run(["git", "diff", "--name-only", "HEAD"], REPO_ROOT)
-    if commit is None or changed is None:
-        return {"commit": commit, "dirty": None}
-    files = [f for f in changed.splitlines() if f.strip()]
-    outputs_only = [f for f in files if f.startswith("notebooks/") and f.endswith(".ipynb")
-                    and _only_outputs_changed(f)]
-    dirty = [f for f in files if f not in outputs_only]
-    return {"commit": commit, "dirty": bool(dirty), "dirty_files": dirty,
-            "notebook_outputs_changed": outputs_only}
-
-
-LOCK_FILE = "requirements.lock"
-
-
-def lock_file_state() -> dict[str, Any]:
-    """The Python lock file the environment was installed from: path and sha256 (None when absent)."""
-    import hashlib
-
-    path = REPO_ROOT / LOCK_FILE
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        digest = None
-    return {"file": LOCK_FILE, "sha256": digest}
-
-
-def _package_versions(names: Iterable[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _tool_versions() -> dict[str, str | None]:
-    probes = {
-        "containerd": ["containerd", "--version"],
-        "runc": ["runc", "--version"],
-        "kata-runtime": ["kata-runtime", "--version"],
-        "qemu": ["qemu-system-x86_64", "--version"],
-        "ctr": ["ctr", "--version"],
-    }
-    out: dict[str, str | None] = {}
-    for name, cmd in probes.items():
-        text = _run(cmd) if shutil.which(cmd[0]) else None
-        out[name] = text.splitlines()[0] if text else None
-    return out
-
-
-def host_facts() -> dict[str, Any]:
-    """Facts about this host that change results (pooled runs from different hosts are refused)."""
-    facts: dict[str, Any] = {
-        "hostname": platform.node(),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                facts["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        facts["load_avg"] = list(os.getloadavg())
-    except OSError:
-        pass
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                facts["mem_total_kb"] = int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    for key, path in {
-        "governor": "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
-        "cmdline": "/proc/cmdline",
-    }.items():
-        try:
-            facts[key] = Path(path).read_text().strip()
-        except OSError:
-            facts[key] = None
-    return facts
-
-
-def collect_provenance(testbed: Testbed, profile: Profile, run_id: str) -> dict[str, Any]:
-    """Everything run.json records at the start of a run."""
-    return {
-        "run_id": run_id,
-        "testbed": testbed.model_dump(mode="json"),
-        "testbed_name": testbed.name,
-        "testbed_kind": backend_for(testbed).kind,
-        "testbed_file": str(testbed.source_path) if testbed.source_path else None,
-        "profile": profile.model_dump(mode="json"),
-        "profile_name": profile.name,
-        "git": _git_state(),
-        "python_lock": lock_file_state(),
-        "python_packages": _package_versions(
-            ["fastiov-artifact", "pandas", "seaborn", "matplotlib", "papermill", "nbval", "pydantic",
-             "grpcio", "container-runtime-interface-api", "tomlkit", "jupyterlab", "ipywidgets"]
-        ),
-        "tools": _tool_versions(),
-        "host": host_facts(),
-        "start_time": _now_iso(),
-        "end_time": None,
-    }

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Literal, Protocol, Sequence
 
+from fastiov_lib.run.record import BackendFacts, Comparison
+
 if TYPE_CHECKING:  # imported for annotations only: the back ends import these packages themselves
     import pandas as pd
 
@@ -71,10 +73,6 @@ class KernelInfo:
     in_place: bool = False  # switched without a reboot (e.g. a module swap in a rehearsal)
 
 
-class WrongKernel(RuntimeError):
-    """A variant was asked for on a host kernel it is not measured on; names both."""
-
-
 @dataclass
 class SweepPlan:
     """The sweeps of a profile's experiment on a testbed, and what was left out and why."""
@@ -93,7 +91,17 @@ class AppEndpoint:
     network: str  # the variant (network) the app pods use
 
 
-class NoPodsOnTestbed(RuntimeError):
+class BackendError(RuntimeError):
+    """A back end cannot do what it was asked (the testbed is not up, a component failed, a setting is
+    wrong); the message says which and what to do. Every back end's errors derive from it, so the
+    runner, the notebooks and the commands catch this one class."""
+
+
+class WrongKernel(BackendError):
+    """A variant was asked for on a host kernel it is not measured on; names both."""
+
+
+class NoPodsOnTestbed(BackendError):
     """The testbed starts no pods (the virtual SR-IOV host measures VF set-up instead)."""
 
 
@@ -244,3 +252,9 @@ class TestbedBackend(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts about this testbed's runtime stack for run.json (versions, paths)."""
         return {"kind": self.kind, "name": self.name}
+
+    def facts(self) -> BackendFacts:
+        """What a run made here records about its testbed (run.json): kind, baseline, comparison, describe()."""
+        statistic, effect = self.comparison
+        return BackendFacts(kind=self.kind, baseline_variant=self.baseline_variant,
+                            comparison=Comparison(statistic=statistic, effect=effect), described=self.describe())

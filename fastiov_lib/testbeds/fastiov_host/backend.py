@@ -12,9 +12,10 @@ from fastiov_lib.config import Profile
 from fastiov_lib.run.rundir import RunDir
 from fastiov_lib.testbeds.base import AppEndpoint, KernelInfo, PodTarget, SweepPlan, SweepSpec, Tables, TestbedBackend
 from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.base import BackendError
 
 
-class FastiovHostError(RuntimeError):
+class FastiovHostError(BackendError):
     """The real host is not set up for what was asked (e.g. no storage interface for the app test)."""
 
 

@@ -22,10 +22,12 @@ import tornado.locks
 import tornado.netutil
 import tornado.web
 
+from fastiov_lib.testbeds.base import BackendError
+
 STAGES = ("cniAdd", "resource1", "kataInterface", "startVM", "resource2", "total")
 
 
-class BarrierServerError(RuntimeError):
+class BarrierServerError(BackendError):
     """The server could not start (port in use, bad settings)."""
 
 

@@ -234,7 +234,7 @@ class RealHostRoundHooks:
         directory is continued after a reboot, and its figures name every kernel that measured."""
         from fastiov_lib.testbeds.fastiov_host.kernels import booted_kernel, kernel_release
 
-        update = getattr(run, "update_run_info", None)
+        update = getattr(run, "update_record", None)
         if update is None:
             return
         try:

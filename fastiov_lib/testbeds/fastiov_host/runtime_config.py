@@ -23,6 +23,7 @@ import yaml
 
 from fastiov_lib.config import FastiovHostSettings, Testbed
 from fastiov_lib.hw.host_steps import Action, Step, backup_file, default_backup_dir, require_host_changes
+from fastiov_lib.testbeds.base import BackendError
 
 KataKey = tuple[str, ...]  # ("hypervisor", "qemu", "path")
 VARIANT_FILE = "variant.json"
@@ -33,7 +34,7 @@ CNI_SUBNET = "10.88.0.0/16"
 MAX_TX_RATE = 4000  # Mbit/s per VF, as in the original conflist
 
 
-class VariantError(RuntimeError):
+class VariantError(BackendError):
     """Unknown variant, unreadable kata config, or a read-back that does not match."""
 
 

@@ -14,11 +14,12 @@ from typing import Any
 from fastiov_lib import sh
 from fastiov_lib.config import ConfigError, Testbed
 from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.base import BackendError
 
 SUBNET_MODES = ("bridge", "macvlan", "hostdev")
 
 
-class AddressPlanError(ConfigError):
+class AddressPlanError(ConfigError, BackendError):
     """A subnet of the testbed overlaps another one or something the host already uses."""
 
 

@@ -1,6 +1,7 @@
 """The local testbed behind the back-end interface: a private containerd + runc + CNI on this machine."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ContextManager, Sequence
 
@@ -12,10 +13,18 @@ from fastiov_lib.testbeds.base import AppEndpoint, PodTarget, SweepPlan, SweepSp
 from fastiov_lib.testbeds.checks import Check
 from fastiov_lib.testbeds.local import instrumented
 from fastiov_lib.testbeds.local import testbed as local_testbed
+from fastiov_lib.testbeds.base import BackendError
 
 
-class LocalBackendError(RuntimeError):
+class LocalBackendError(BackendError):
     """A sweep asks for something this local testbed cannot do (mode unknown, unsupported, pool too small)."""
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise local_testbed.LocalTestbedError(
+            f"{what} on the local testbed needs root (it runs its own containerd and creates network namespaces "
+            f"and links); this process runs as uid {os.geteuid()}: run it as root, e.g. with sudo")
 
 
 def _frame(rows: list[Any]) -> pd.DataFrame:
@@ -53,7 +62,7 @@ class LocalBackend(TestbedBackend):
             # the paper's containerd from its pinned source, through the real host's Builder (stamped)
             rows += [{"what": f"containerd 1.3 {r['step']}", "status": r["status"]}
                      for r in instrumented.build(self.testbed, run.path)]
-        run.update_run_info(containerd=instrumented.provenance(self.testbed))
+        run.update_record(containerd=instrumented.provenance(self.testbed))
         images = [{"what": f"image {i.ref}", "status": "imported" if i.imported else "present",
                    "digest": i.manifest_digest} for i in local_testbed.build_images(self.testbed)]
         return {"done": _frame(rows + images)}
@@ -79,13 +88,16 @@ class LocalBackend(TestbedBackend):
     def exclusive(self, what: str) -> ContextManager[None]:
         from fastiov_lib.testbeds.local import testbed_lock
 
+        _require_root(what)  # before the lock file, whose "Permission denied" would say nothing useful
         return testbed_lock.hold(local_testbed.paths_for(self.testbed).work_dir, what)
 
     def down(self) -> tuple[str, bool]:
+        _require_root("testbed down")
         report = local_testbed.down(self.testbed)
         return _report_text(report), not report.errors
 
     def cleanup(self) -> tuple[str, bool]:
+        _require_root("testbed cleanup")
         report = local_testbed.cleanup(self.testbed)
         text = _report_text(report)
         left = local_testbed.pod_leftovers(self.testbed) if local_testbed.paths_for(self.testbed).work_dir.exists() else []
@@ -94,6 +106,12 @@ class LocalBackend(TestbedBackend):
 
     def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:
         testbed = self.testbed
+        for mode in set(variants) & {"bridge", "macvlan", "hostdev"}:  # before anything starts
+            room = testbed.local.pod_addresses(mode)
+            if max(concurrency) > room:
+                raise LocalBackendError(f"{mode}: concurrency {max(concurrency)} needs as many pod addresses, but "
+                                        f"local.{mode}_subnet {getattr(testbed.local, f'{mode}_subnet')} of testbed "
+                                        f"{testbed.name!r} holds {room}; use a larger subnet")
         handle = local_testbed.ensure_up(testbed)
         supported = {m.mode: m for m in handle.modes}
         for mode in variants:
@@ -192,8 +210,8 @@ class InstrumentedRoundHooks:
         mode = round_info.variant
         conf = local_testbed.conflist_for(self.testbed, mode) if mode != "none" else None
         instrumented.activate_mode(self.testbed, conf, mode, local_testbed.paths_for(self.testbed).socket)
-        if "containerd" not in run.read_run_info():
-            run.update_run_info(containerd=instrumented.provenance(self.testbed))
+        if run.record().containerd is None:
+            run.update_record(containerd=instrumented.provenance(self.testbed))
 
     def after_round(self, round_info: Any, run: RunDir) -> None:
         from fastiov_lib.analysis.instrumentation import build_stages_csv

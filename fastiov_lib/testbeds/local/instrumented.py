@@ -22,13 +22,14 @@ import tomlkit
 
 from fastiov_lib import sh
 from fastiov_lib.config import REPO_ROOT, Testbed
+from fastiov_lib.testbeds.base import BackendError
 
 RECORDS_SUBDIR = Path("home/cni/cnicmp_logs/containerd_logs/tmp")  # under the work dir (= /home/... inside)
 BUILD_VERSION = "v1.3.10-fastiov-local"
 ACTIVE_MODE_FILE = "active-mode"
 
 
-class InstrumentedError(RuntimeError):
+class InstrumentedError(BackendError):
     """The instrumented containerd cannot be built, started or read; the message says why."""
 
 

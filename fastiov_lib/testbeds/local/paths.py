@@ -13,6 +13,7 @@ from typing import Any
 
 
 from fastiov_lib.config import Testbed
+from fastiov_lib.testbeds.base import BackendError
 
 
 LOCAL_MODES = ("none", "bridge", "macvlan", "hostdev")
@@ -38,7 +39,7 @@ REQUIRED_PLUGINS = {"none": ["loopback"], "bridge": ["bridge", "host-local"],
                     "ipvlan": ["ipvlan", "host-local"]}
 
 
-class LocalTestbedError(RuntimeError):
+class LocalTestbedError(BackendError):
     """The local testbed cannot be set up or used; the message says what is missing and how to fix it."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fastiov_lib.config import ConfigError
+from fastiov_lib.testbeds.base import BackendError
 
 ENV_HELD = "FASTIOV_TESTBED_LOCK_HELD"
 ENV_WAIT = "FASTIOV_TESTBED_LOCK_WAIT_S"
@@ -28,7 +29,7 @@ _held: dict[str, int] = {}  # lock path -> depth, in this process
 _guard = threading.Lock()
 
 
-class TestbedBusy(ConfigError):
+class TestbedBusy(ConfigError, BackendError):
     """Another artifact process is driving this testbed right now."""
 
     __test__ = False  # not a pytest test class, despite the name
@@ -69,7 +70,11 @@ def hold(work_dir: Path, what: str, wait_s: float | None = None) -> Iterator[Non
                 _held[key] -= 1
         return
     wait_s = float(os.environ.get(ENV_WAIT, "10")) if wait_s is None else wait_s
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open the lock of the testbed at {work_dir} ({exc.strerror}); {what} "
+                          "needs the rights of whoever brought the testbed up (root)") from None
     try:
         deadline = time.monotonic() + wait_s
         told = False

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from fastiov_lib.config import REPO_ROOT, ConfigError
+from fastiov_lib.testbeds.base import BackendError
 
 MARKER = ".fastiov-testbed-owner.json"
 # what `testbed up` writes into a work dir (a folder holding only these is ours from before markers)
@@ -24,7 +25,7 @@ SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
                "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/tmp", "/var/lib", "/mnt", "/media")
 
 
-class WorkDirError(ConfigError):
+class WorkDirError(ConfigError, BackendError):
     """The work dir is one the testbed must not create files in or delete (the message says why)."""
 
 

@@ -26,17 +26,16 @@ class VsriovBackend(TestbedBackend):
 
     def prepare_nic(self, run: RunDir, profile: Profile) -> Tables:
         from fastiov_lib.hw.nic import NIC_RECORDS_FILE
-        from fastiov_lib.testbeds.vsriov import testbed as vsriov
         from fastiov_lib.notebook.tables import as_frame, read_records_frame
-
-        from fastiov_lib.analysis import vsriov as vsriov_analysis
+        from fastiov_lib.report import vsriov_report
+        from fastiov_lib.testbeds.vsriov import testbed as vsriov
 
         result = as_frame(vsriov.run_guest_session(self.testbed, run, profile))
         # the session's own tables (device-set lock, concurrent VM starts, QEMU 6.2.0, claims) so the
         # notebook shows them inline, not only in report.md
         return {"result": result,
                 "timings": read_records_frame(run.path / NIC_RECORDS_FILE, ["event", "pf", "vf", "duration_ns"]),
-                **{f"vsriov_{name}": df for name, df in vsriov_analysis.tables(run.path).items()}}
+                **{f"vsriov_{name}": df for name, df in vsriov_report.tables(run.path).items()}}
 
     def no_pods_reason(self) -> str:
         return (f"testbed {self.name!r} is a virtual SR-IOV host (kind 'vsriov'): it measures VF set-up "

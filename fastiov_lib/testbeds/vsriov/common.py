@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Literal
 
 from fastiov_lib.config import Testbed, VsriovSettings
+from fastiov_lib.testbeds.base import BackendError
 
-VSRIOV_FILE = "vsriov.jsonl"
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 HOST_PACKAGES = ("qemu-system-x86", "busybox-static", "gcc", "libc6-dev")
-EMULATION_NOTE = "emulated hardware (QEMU/TCG): shapes and ratios carry over, absolute times do not"
 
 Device = Literal["igb", "nvme"]
 
@@ -38,7 +37,7 @@ DEVICES: dict[str, DeviceModel] = {
 }
 
 # Modules /init loads (their dependencies are resolved from the .ko files themselves).
-class VsriovError(RuntimeError):
+class VsriovError(BackendError):
     """The virtual SR-IOV host could not be set up, booted or completed; the message says why."""
 
 

@@ -10,9 +10,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+from fastiov_lib.testbeds.base import BackendError
 
 
-class InitramfsError(RuntimeError):
+class InitramfsError(BackendError):
     """An initramfs could not be built (a module missing or in an unsupported format)."""
 
 

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
+from fastiov_lib.analysis.vsriov import EMULATION_NOTE
 from fastiov_lib.config import Profile, Testbed
-from fastiov_lib.run.rundir import JsonlWriter, RunDir
+from fastiov_lib.run.rundir import VSRIOV_FILE, JsonlWriter, RunDir
 from fastiov_lib.testbeds.vsriov.boot import BootOutcome, boot_guest, qemu_command
-from fastiov_lib.testbeds.vsriov.common import EMULATION_NOTE, VSRIOV_FILE, GuestImage, VsriovError, settings_of
+from fastiov_lib.testbeds.vsriov.common import GuestImage, VsriovError, settings_of
 from fastiov_lib.testbeds.vsriov.image import prepare_guest
 from fastiov_lib.testbeds.vsriov.plans import GuestPlan, make_plan
 from fastiov_lib.testbeds.vsriov.protocol import BlockCollector, GuestResult

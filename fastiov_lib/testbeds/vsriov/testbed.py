@@ -17,8 +17,10 @@ Emulated hardware (QEMU/TCG): shapes and ratios carry over to real servers, abso
 from __future__ import annotations
 
 from fastiov_lib.testbeds.vsriov.boot import BootOutcome, boot_guest, device_args, qemu_command
-from fastiov_lib.testbeds.vsriov.common import (DEVICES, EMULATION_NOTE, GUEST_DIR, VSRIOV_FILE, DeviceModel, GuestImage,
-                                                GuestKernel, QemuInstall, VsriovError)
+from fastiov_lib.analysis.vsriov import EMULATION_NOTE
+from fastiov_lib.run.rundir import VSRIOV_FILE
+from fastiov_lib.testbeds.vsriov.common import (DEVICES, GUEST_DIR, DeviceModel, GuestImage, GuestKernel, QemuInstall,
+                                                VsriovError)
 from fastiov_lib.testbeds.vsriov.image import (HOST_PACKAGES, PrivateApt, SetupStep, _is_static, build_initramfs,
                                                choose_qemu_and_device, clean, compile_vfbench, ensure_host_tools,
                                                fetch_kernel, missing_host_tools, plan_setup, prepare_guest,

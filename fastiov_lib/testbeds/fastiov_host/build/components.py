@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from fastiov_lib.config import FastiovHostSettings
+from fastiov_lib.testbeds.base import BackendError
 
 if TYPE_CHECKING:
     from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
@@ -28,7 +29,7 @@ CONTAINERD_BUILDTAGS = "seccomp apparmor no_btrfs"
 INTEL_VF_FRAGMENT = "tools/packaging/kernel/configs/fragments/x86_64/fastiov-intel-vf.conf"
 
 
-class BuildError(RuntimeError):
+class BuildError(BackendError):
     """A build step failed; the message names component, step, command and log file."""
 
 

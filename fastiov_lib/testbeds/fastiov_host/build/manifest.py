@@ -20,6 +20,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fastiov_lib.config import REPO_ROOT, ConfigError, read_yaml_mapping
+from fastiov_lib.testbeds.base import BackendError
 
 BINARIES_MANIFEST = REPO_ROOT / "binaries_manifest.yaml"
 PATCH_SERIES = REPO_ROOT / "patches" / "series.yaml"
@@ -29,7 +30,7 @@ _SHA_PATTERN = r"^[0-9a-f]{64}$"
 _CHUNK = 1 << 16
 
 
-class ManifestError(Exception):
+class ManifestError(BackendError):
     """A manifest file is missing or invalid, or a fetch failed; the message names file and key."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastiov_lib import sh
+from fastiov_lib.testbeds.base import BackendError
 
 _SECTION = re.compile(rb"(?m)^(?=diff --git )")
 _HEADER = re.compile(rb"diff --git (\S+) (\S+)\n")
@@ -26,7 +27,7 @@ _NOT_APPLY = re.compile(r"error: (.+): (patch does not apply|already exists in w
                         r"does not exist in index|No such file or directory|does not match index)")
 
 
-class PatchError(RuntimeError):
+class PatchError(BackendError):
     """A patch does not apply; the message names the patch, file and hunk."""
 
 
