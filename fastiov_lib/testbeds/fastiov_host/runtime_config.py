@@ -103,7 +103,10 @@ def kata_keys(variant: Variant, s: FastiovHostSettings) -> dict[KataKey, Any]:
         # with hugepages; the original's base file has them off, its fastiov file on
         ("hypervisor", "qemu", "enable_hugepages"): variant.qemu == "fastiov",
         ("runtime", "internetworking_model"): "tcfilter" if variant.network == "ipvtap" else "none",
-        ("runtime", "disable_new_netns"): variant.network != "ipvtap",
+        # true makes kata skip its network set-up altogether (Sandbox.createNetwork returns at once), so the
+        # FastIOV endpoint never sees fastiov-cni's dummy eth0 and QEMU gets no VF (found by the rehearsal);
+        # the original's fastiov file leaves it unset (false). Only host-network pods have nothing to set up.
+        ("runtime", "disable_new_netns"): variant.network == "host",
     }
     return keys
 
