@@ -188,6 +188,14 @@ class CriClient:
         resp = self._call("Status", self._runtime.Status, self.pb.StatusRequest(), timeout_s, None)
         return {c.type: c.status for c in resp.status.conditions}
 
+    def status_info(self, timeout_s: float | None = None) -> dict[str, str]:
+        """Status with verbose=true: the runtime's info map (containerd: config, cniconfig, golang).
+
+        containerd's CRI reloads its CNI config directory on every Status call, so `cniconfig`
+        names the network configuration pods get from now on."""
+        resp = self._call("Status", self._runtime.Status, self.pb.StatusRequest(verbose=True), timeout_s, None)
+        return dict(resp.info)
+
     def sandbox_config(self, pod: PodSpec) -> Any:
         """The PodSandboxConfig message for `pod` (network namespace per pod, as the original,
         unless `pod.host_network`)."""

@@ -103,7 +103,11 @@ class Run:
             parts += [f"guest kernel {guest.get('kernel', '?')}", f"QEMU {guest.get('qemu_version', '?')} (TCG)"]
             return " · ".join(parts)
         kernel = (self.info.get("host") or {}).get("kernel")
-        if kernel:
+        boots = {(b.get("kernel"), b.get("release")) for b in self.info.get("boots") or [] if b.get("release")}
+        if len(boots) > 1:  # a campaign continued after a reboot: each kernel measured its own variants
+            parts.append("kernels " + ", ".join(f"{rel} ({name})" if name else rel for name, rel in sorted(
+                boots, key=lambda b: (str(b[0]), str(b[1])))))
+        elif kernel:
             parts.append(f"kernel {kernel}")
         ran = self.info.get("containerd") or {}  # the containerd the run used, when it recorded one
         version = _version_token(ran.get("version") or (self.info.get("tools") or {}).get("containerd"))

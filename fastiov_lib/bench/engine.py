@@ -87,14 +87,17 @@ def run_startup_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrenc
 
 def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: Sequence[int], repeats: int,
                   network: str | None = None, file_mb: int = 4, hooks: RoundHooks | None = None,
-                  timeout_s: float = 120.0, tenants: int = 1, seed: int | None = None) -> SweepResult:
-    """The app test: each pod runs the workload, which downloads `file_mb` MiB from the storage
-    server on the host and hashes it; the completion time per pod is measured.
+                  timeout_s: float = 120.0, tenants: int = 1, function: str = "download-hash",
+                  seed: int | None = None) -> SweepResult:
+    """The app test: each pod runs one function of the workload image (bench.app_functions), which
+    downloads its input (about `file_mb` MiB) from the storage server on the host and computes on
+    it; the completion time per pod is measured.
 
     The back end says where the storage server listens (locally: the gateway of `network`, which
     must give the host a path to pods: bridge, macvlan or hostdev).
     """
-    from fastiov_lib.bench.storage_server import StorageServer, make_input_file
+    from fastiov_lib.bench.app_functions import UnknownFunction, make_function_input
+    from fastiov_lib.bench.storage_server import StorageServer
 
     backend = _backend(testbed)
     if not backend.runs_pods:
@@ -103,9 +106,12 @@ def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: S
         endpoint = backend.app_endpoint(network)
     except BackendError as err:
         raise BenchError(str(err)) from None
-    input_file = make_input_file(Path(endpoint.data_dir), file_mb)
+    try:
+        input_file = make_function_input(Path(endpoint.data_dir), function, file_mb)
+    except UnknownFunction as err:
+        raise BenchError(str(err)) from None
     app = {"host": endpoint.host, "port": endpoint.port, "path": f"/download/{input_file.name}", "file_mb": file_mb,
-           "size_bytes": input_file.size_bytes}
+           "size_bytes": input_file.size_bytes, "function": function}
     try:
         server = StorageServer(endpoint.data_dir, endpoint.host, endpoint.port)
     except OSError as err:
@@ -144,6 +150,11 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         raise BenchError(str(err)) from None
     if app is not None and "workload" not in target.images:
         raise BenchError("no workload image for the app test on this testbed")
+    try:  # a real host measures vanilla and FastIOV on different boots: refuse the wrong one up front
+        backend.check_kernel(names)
+    except BackendError as err:
+        raise BenchError(str(err)) from None
+    kernel, release = backend.booted_kernel(), backend.kernel_release()
 
     seed = new_seed() if seed is None else int(seed)
     plan = plan_rounds(cells or cells_of(names, concurrency), repeats, seed)
@@ -186,7 +197,8 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
             info = RoundInfo(experiment=experiment, variant=variant, network=target.network(variant),
                              runtime_handler=target.handler(variant), concurrency=conc, repeat=rep,
                              index=planned.order_index, total=len(plan),
-                             round_id=f"{experiment}-{variant}-c{conc}-r{rep}-{secrets.token_hex(3)}")
+                             round_id=f"{experiment}-{variant}-c{conc}-r{rep}-{secrets.token_hex(3)}",
+                             kernel=kernel, kernel_release=release)
             if hooks is not None:
                 hooks.before_round(info, run)
             round_log.begin(info)

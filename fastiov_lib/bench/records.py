@@ -52,6 +52,8 @@ class RoundInfo:
     wall_ns: int = 0
     sandbox_pids: dict[str, int] = field(default_factory=dict)  # sandbox id -> pid its runtime reported
     extra: dict[str, Any] = field(default_factory=dict)  # free for hooks
+    kernel: str | None = None  # which of the testbed's campaign kernels ran the round (None: not applicable)
+    kernel_release: str = ""  # uname -r of the kernel the round's pods ran on
 
 
 class RoundHooks(Protocol):

@@ -50,7 +50,8 @@ class RoundLog:
             concurrency=info.concurrency, repeat=info.repeat, order_index=info.index, sweep_seed=self.seed,
             round_id=info.round_id, boot_group=self.boot_group, wall_start_ns=wall_start,
             wall_end_ns=time.time_ns(), load_before=load_before, load_after=_load(), cpu_count=os.cpu_count(),
-            kernel_release=os.uname().release, pods=len(records), counts=dict(info.counts),
+            kernel=info.kernel, kernel_release=info.kernel_release or os.uname().release, pods=len(records),
+            counts=dict(info.counts),
             sandbox_pids=dict(info.sandbox_pids), extra=_jsonable(info.extra))
         self.writer.append(rec)
         return rec

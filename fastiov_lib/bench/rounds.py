@@ -266,7 +266,8 @@ async def _run_workload(pod: _Pod, target: PodTarget, acri: AsyncCriClient, sand
                         left: Callable[[], float], stop: threading.Event) -> tuple[str, str | None]:
     rec = pod.record
     spec = ContainerSpec(name="workload", image=target.images["workload"],
-                         args=[app["host"], str(app["port"]), app["path"]], log_path="workload.log",
+                         args=[app["host"], str(app["port"]), app["path"], app.get("function", "download-hash")],
+                         log_path="workload.log",
                          labels={BENCH_LABEL: "bench"})
     cid = await acri.create_container(sandbox_id, spec, pod.config, timeout_s=left(), cancel=stop)
     await acri.start_container(cid, timeout_s=left(), cancel=stop)
@@ -284,7 +285,7 @@ async def _run_workload(pod: _Pod, target: PodTarget, acri: AsyncCriClient, sand
     output = _last_log_line(Path(pod.spec.log_directory) / "workload.log")
     rec["extra"].update({"container_id": cid, "exit_code": st.exit_code, "started_at_wall_ns": st.started_at_ns,
                          "finished_at_wall_ns": st.finished_at_ns, "workload_output": output,
-                         "file_mb": app["file_mb"]})
+                         "file_mb": app["file_mb"], "app": app.get("function", "download-hash")})
     rec["extra"].update(_parse_workload_output(output))
     if st.exit_code != 0:
         return "failed", f"workload exited with {st.exit_code}: {output or st.reason}"
@@ -316,6 +317,13 @@ def _parse_workload_output(line: str) -> dict[str, Any]:
             out["fnv1a64"] = value
         elif key == "http" and value.isdigit():
             out["http_status"] = int(value)
+        elif key == "result":
+            out["function_result"] = value
+        elif key == "compute_ms":
+            try:
+                out["compute_ms"] = float(value)
+            except ValueError:
+                pass
     return out
 
 

@@ -25,11 +25,11 @@ def interleaved_blocks(specs: Sequence[SweepSpec]) -> list[list[SweepSpec]]:
 
     A back end lists one spec per variant where variants run at different levels (the local
     hostdev pool); those run as one sweep so that their rounds interleave. Variants that need
-    another boot (a real host's kernel) are in another boot group and cannot interleave with these.
+    another boot (a real host's `kernel`) are in another spec and cannot interleave with these.
     """
     blocks: dict[tuple, list[SweepSpec]] = {}
     for spec in specs:
-        key = (spec.experiment, getattr(spec, "boot_group", ""), spec.repeats, spec.tenants)
+        key = (spec.experiment, spec.kernel or "", spec.repeats, spec.tenants)
         blocks.setdefault(key, []).append(spec)
     return list(blocks.values())
 
@@ -44,16 +44,19 @@ def run_profile_sweep(backend: TestbedBackend, run: RunDir, profile: Profile, ex
     for block in interleaved_blocks(plan.specs):
         first = block[0]
         cells = [(v, c) for spec in block for v in spec.variants for c in spec.concurrency]
-        if experiment == "app":
-            for spec in block:  # one network per app sweep (the storage server listens on its gateway)
-                results.append(run_app_sweep(backend, run, spec.concurrency, spec.repeats, network=spec.variants[0],
-                                             file_mb=profile.app_file_mb, timeout_s=profile.pod_timeout_s,
-                                             hooks=hooks, tenants=spec.tenants, seed=seed))
+        if experiment == "app":  # one sweep per variant and function (each function has its own input)
+            for spec in block:
+                for variant in spec.variants:
+                    for function in spec.functions or ("download-hash",):
+                        results.append(run_app_sweep(backend, run, spec.concurrency, spec.repeats, network=variant,
+                                                     file_mb=profile.app_file_mb, timeout_s=profile.pod_timeout_s,
+                                                     hooks=hooks, tenants=spec.tenants, function=function,
+                                                     seed=seed))
         else:
             results.append(run_startup_sweep(backend, run, [c for _, c in cells], first.repeats,
                                              experiment=first.experiment, timeout_s=profile.pod_timeout_s,
                                              hooks=hooks, tenants=first.tenants, seed=seed,
-                                             boot_group=getattr(first, "boot_group", ""), cells=cells))
+                                             boot_group=first.kernel or "", cells=cells))
     merged = merge_results(results) if results else SweepResult(backend.name, experiment)
     merged.message = "; ".join([m for m in [merged.message] if m] + plan.notes)
     return merged

@@ -413,8 +413,10 @@ def nic_guard_problems(testbed: "Testbed", root: Path | None = None) -> list[str
     s = _settings(testbed)
     root = Path(root or testbed.sys_root)
     out: list[str] = []
+    # the app test's storage address sits on the pods' subnet, on a PF (the artifact's own): not in use
+    allowed = [s.storage_address.network] if s.storage_address is not None else []
     for pf in s.pfs:
-        out.extend(guard_problems(root, pf, s.vfs_per_pf, s.pf_netdevs))
+        out.extend(guard_problems(root, pf, s.vfs_per_pf, s.pf_netdevs, allowed))
     return out
 
 

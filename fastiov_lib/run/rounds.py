@@ -38,7 +38,8 @@ class RoundRecord(BaseModel):
     load_before: list[float] | None = None  # 1, 5, 15 min load average
     load_after: list[float] | None = None
     cpu_count: int | None = None
-    kernel_release: str = ""  # the booted kernel (uname -r)
+    kernel: str | None = None  # which of a campaign's kernels ran the round (a real host; None elsewhere)
+    kernel_release: str = ""  # the booted kernel (uname -r) the round's pods ran on
     pods: int = 0
     counts: dict[str, int] = {}  # status -> pods
     sandbox_pids: dict[str, int] = {}  # sandbox id -> the pid its runtime reported (QEMU's under kata)

@@ -179,8 +179,10 @@ def check_runtimes(root: Path, s: FastiovHostSettings) -> list[Check]:
                if not _p(root, p).exists()]
     out.append(Check("guest.files", "warn" if missing else "pass",
                      f"missing: {', '.join(missing)}" if missing else "guest kernels and images present",
-                     "build components guest-kernel/guest-image, or use the authors' prebuilt files"
-                     if missing else ""))
+                     "build components guest-kernel, guest-kernel-vanilla and guest-image (needs docker and "
+                     "internet: the agent's crates); the synchronous baseline image cannot be built (its agent "
+                     "change is not published): copy the authors' kata-containers-e810-sync.img to "
+                     f"{s.image_sync}" if missing else ""))
     return out
 
 
@@ -250,11 +252,7 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
             tb = Testbed(name="host-check", kind="fastiov", sys_root=root, fastiov=s)
             active = show_variant(tb, root)["matches"]
             out.append(Check("config.kata", "pass", f"{s.kata_config}: keys set, variant {active or 'custom'}"))
-    conf_dir = _p(root, s.cni_conf_dir)
-    lists = sorted(p.name for p in conf_dir.glob("*.conflist")) if conf_dir.is_dir() else []
-    out.append(Check("config.cni", "pass" if lists else "fail",
-                     f"{s.cni_conf_dir}: {', '.join(lists)}" if lists else f"no conflist in {s.cni_conf_dir}",
-                     "" if lists else fix_deploy))
+    out.append(check_cni_conf_dir(root, s))
     text = _read(_p(root, s.crictl_config))
     try:
         endpoint = (yaml.safe_load(text) or {}).get("runtime-endpoint") if text else None
@@ -265,6 +263,27 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
                      f"runtime-endpoint {endpoint!r}" + ("" if endpoint == want_ep else f" (want {want_ep!r})"),
                      "" if endpoint == want_ep else fix_deploy))
     return out
+
+
+def check_cni_conf_dir(root: Path, s: FastiovHostSettings) -> Check:
+    """The artifact's conflist must be the first network config: containerd 1.3 loads only that one."""
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import conf_files
+    from fastiov_lib.testbeds.fastiov_host.runtime_config import CNI_CONFLIST
+
+    files = conf_files(_p(root, s.cni_conf_dir))
+    ours = s.cni_conf_dir / CNI_CONFLIST
+    if not files:
+        return Check("config.cni", "fail", f"no network config in {s.cni_conf_dir}",
+                     "fastiov-artifact variant set NAME (writes the variant's conflist)")
+    if files[0].name == CNI_CONFLIST:
+        later = f" ({len(files) - 1} later file(s) never loaded)" if len(files) > 1 else ""
+        return Check("config.cni", "pass", f"{ours} is the first network config: containerd loads it{later}")
+    first = s.cni_conf_dir / files[0].name
+    has_ours = any(f.name == CNI_CONFLIST for f in files)
+    return Check("config.cni", "fail",
+                 f"{first} sorts before {CNI_CONFLIST}" if has_ours else f"{ours} missing; containerd loads {first}",
+                 f"containerd 1.3 loads only the first network config: `fastiov-artifact variant set NAME` moves "
+                 f"{files[0].name} to {s.cni_conf_dir / 'oldconfs'} (restorable with `variant restore-cni`)")
 
 
 # ------------------------------------------------------------------ what the original's components need
@@ -281,6 +300,26 @@ def check_component_dirs(root: Path, s: FastiovHostSettings) -> Check:
                  "the benchmark's run set-up creates them (allow_host_changes), or mkdir -p them")
 
 
+def check_pod_images(s: FastiovHostSettings) -> Check:
+    """The sandbox and workload images must be in containerd already: an offline host cannot pull them."""
+    from fastiov_lib.cri import CriClient, CriError
+    from fastiov_lib.testbeds.fastiov_host.build.pod_images import POD_IMAGES
+
+    fix = "fastiov-artifact build apply --component pod-images (builds them from C and imports them)"
+    if not s.containerd_socket.exists():
+        return Check("images.pods", "warn", f"{s.containerd_socket} absent: containerd not running, images not "
+                     "checked", fix)
+    try:
+        with CriClient(s.containerd_socket, api="auto", timeout_s=10) as cri:
+            missing = [ref for ref in POD_IMAGES.values() if not cri.image_present(ref)]
+    except CriError as exc:
+        return Check("images.pods", "fail", f"{s.containerd_socket}: CRI does not answer ({exc})",
+                     "systemctl restart containerd")
+    if missing:
+        return Check("images.pods", "fail", f"not in containerd: {', '.join(missing)} (round 1 would pull)", fix)
+    return Check("images.pods", "pass", f"{', '.join(POD_IMAGES.values())} in containerd (no pull before a pod)")
+
+
 def check_barrier_port(s: FastiovHostSettings) -> Check:
     """The barrier server's port on the loopback must be free (the kata runtime hard-codes 5005)."""
     from fastiov_lib.testbeds.fastiov_host.barrier_server import port_is_free
@@ -294,8 +333,10 @@ def check_barrier_port(s: FastiovHostSettings) -> Check:
 def _guest_kernel_configs(root: Path, s: FastiovHostSettings) -> list[Path]:
     if s.guest_kernel_config is not None:
         return [_p(root, s.guest_kernel_config)]
-    dirs = {_p(root, k).parent for k in (s.guest_kernel_fastiov, s.guest_kernel_vanilla)}
-    return sorted(p for d in dirs if d.is_dir() for p in d.glob("config-*"))
+    kernels = (s.guest_kernel_fastiov, s.guest_kernel_vanilla)
+    beside = [_p(root, f"{k}.config") for k in kernels]  # what the artifact's guest-kernel builds install
+    dirs = {_p(root, k).parent for k in kernels}
+    return [p for p in beside if p.is_file()] + sorted(p for d in dirs if d.is_dir() for p in d.glob("config-*"))
 
 
 def check_guest_vf_driver(root: Path, s: FastiovHostSettings) -> Check:
@@ -335,6 +376,22 @@ def check_libcurl_headers(root: Path) -> Check:
         return Check("build.libcurl", "pass", f"{found[0]} present (QEMU's timing logger links libcurl)")
     return Check("build.libcurl", "fail", "curl/curl.h not found: the patched QEMU does not compile",
                  "apt-get install libcurl4-openssl-dev")
+
+
+KERNEL_BUILD_TOOLS = {"flex": "flex", "bison": "bison", "bc": "bc", "pahole": "dwarves"}
+KERNEL_BUILD_HEADERS = {"usr/include/gelf.h": "libelf-dev", "usr/include/openssl/opensslv.h": "libssl-dev"}
+
+
+def check_kernel_build_deps(root: Path) -> Check:
+    """What building the two host kernels needs beyond a compiler (Debian package names in the fix)."""
+    missing = [pkg for tool, pkg in KERNEL_BUILD_TOOLS.items()
+               if not (_p(root, f"usr/bin/{tool}").exists() or (Path(root) == Path("/") and shutil.which(tool)))]
+    missing += [pkg for header, pkg in KERNEL_BUILD_HEADERS.items() if not _p(root, header).is_file()]
+    if not missing:
+        return Check("build.kernel-deps", "pass", "flex, bison, bc, pahole, libelf and OpenSSL headers present "
+                                                  "(the host kernels build)")
+    return Check("build.kernel-deps", "warn", f"missing for the host kernel builds: {', '.join(missing)}",
+                 f"apt-get install {' '.join(missing)} (only needed for build components linux and linux-vanilla)")
 
 
 def check_go(root: Path) -> Check:
@@ -378,8 +435,15 @@ def fastiov_host_checks(testbed: Testbed, root: Path | None = None) -> list[Chec
     checks.append(check_fastiov_module(root, s))
     checks += check_runtimes(root, s)
     checks += check_configs(root, s)
+    from fastiov_lib.testbeds.fastiov_host.runtime_config import CNI_SUBNET
+    from fastiov_lib.testbeds.fastiov_host.storage_address import check_storage_address
+
+    checks.append(check_storage_address(s, CNI_SUBNET))
+    if Path(root) == Path("/"):  # asks the running containerd: only on the host itself, never on a tree
+        checks.append(check_pod_images(s))
     checks += [check_component_dirs(root, s), check_barrier_port(s), check_guest_vf_driver(root, s),
-               check_libcurl_headers(root), check_go(root), check_vf_devset_change(root)]
+               check_libcurl_headers(root), check_go(root), check_kernel_build_deps(root),
+               check_vf_devset_change(root)]
     return checks
 
 

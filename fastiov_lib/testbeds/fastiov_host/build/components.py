@@ -13,7 +13,7 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from fastiov_lib.config import FastiovHostSettings
 from fastiov_lib.testbeds.base import BackendError
@@ -82,6 +82,9 @@ class Component:
     strip_top: bool = True  # drop the archive's single top-level folder
     toolchain: str | None = None  # binaries_manifest entry of the toolchain (Debian's Go)
     reads_patches: tuple[str, ...] = ()  # patches fetched and verified but not applied (kata.cfg)
+    # the series components whose patches apply, in order (None: the component's own name); lets
+    # qemu-noskip take 0001-qemu.patch and then its own revert of the mem0 skip
+    patch_components: tuple[str, ...] | None = None
     unpack: tuple[Command, ...] = ()  # replaces the default unpack
     edits: tuple[SourceEdit, ...] = ()
     configure: tuple[Command, ...] = ()
@@ -89,6 +92,11 @@ class Component:
     install: tuple[Command, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     notes: str = ""
+    # the campaign kernel that must run for the build/install steps (the fastiov module is built against
+    # and loaded into the patched kernel): a full `build apply` skips the component on another kernel
+    needs_booted: str | None = None
+    # extra inputs of a step's stamp, e.g. the running kernel (a rebuilt module per kernel, a load per boot)
+    stamp_facts: Callable[[Any, str], str] | None = field(default=None, compare=False)
 
 
 # ------------------------------------------------------------------ hand edits as code
@@ -169,14 +177,62 @@ def configure_qemu(replace: dict[str, str] | None = None) -> Command:
 
 
 def load_fastiov_module(builder: "Builder", comp: Component, log: Any) -> str:
+    from fastiov_lib.testbeds.fastiov_host.host_checks import module_loaded
+
     settings = builder.ctx.settings
     module = settings.fastiov_module_path if settings else None
     if not module:
         raise BuildError("fastiov-module install: the testbed sets no fastiov.fastiov_module_path")
+    device = Path(builder.ctx.root) / str(settings.fastiov_device).lstrip("/")
+    if module_loaded(builder.ctx.root, "fastiov") and device.exists():
+        return f"fastiov already loaded; {settings.fastiov_device} present"
     builder.run_argv(comp, "install", ["insmod", str(module)], None, log)
-    if not settings.fastiov_device.exists():
+    if not device.exists():
         raise BuildError(f"fastiov-module install: {settings.fastiov_device} missing after insmod {module}")
     return f"insmod {module}; {settings.fastiov_device} present"
+
+
+def running_kernel_facts(ctx: Any, step: str) -> str:
+    """What a module's stamp depends on: the kernel it is built for (build), the boot it is loaded in (install)."""
+    root = Path(ctx.root)
+
+    def read(rel: str) -> str:
+        try:
+            return (root / rel).read_text().strip()
+        except OSError:
+            return ""
+
+    release = read("proc/sys/kernel/osrelease")
+    return f"{release} boot {read('proc/sys/kernel/random/boot_id')}" if step == "install" else release
+
+
+KATA_STATIC_TOP = "opt/kata"  # the release tarball's folder, moved to kata_prefix on install
+
+
+def kata_static_file(path: Path, kata_prefix: Path, kata_static_tree: Path) -> Path | None:
+    """The file of the unpacked kata-static release that installing to `path` would overwrite, if any."""
+    try:
+        rel = Path(path).relative_to(kata_prefix)
+    except ValueError:
+        return None
+    shipped = Path(kata_static_tree) / KATA_STATIC_TOP / rel
+    return shipped if shipped.exists() else None
+
+
+def keep_kata_static(target: str) -> Command:
+    """A check before an install: refuse a target that is one of kata-static's own files."""
+
+    def run(builder: "Builder", comp: Component, log: Any) -> str:
+        s = builder.ctx.settings
+        dest = Path(target.format(**builder.variables(comp)))
+        tree = builder.ctx.comp_dir("kata-static") / "src"
+        shipped = kata_static_file(dest, s.kata_prefix, tree) if s is not None else None
+        if shipped is not None:
+            raise BuildError(f"{comp.name} install: {dest} is kata-static's own file ({shipped}); give the "
+                             "artifact's file a name of its own in the testbed file")
+        return f"{dest}: not one of kata-static's files" + ("" if tree.is_dir() else " (kata-static not unpacked)")
+
+    return call(run, f"check that {target} is not a file of kata-static")
 
 
 def _deploy_runtime_configs(builder: "Builder", comp: Component, log: Any) -> str:
@@ -210,13 +266,25 @@ def containerd_component(name: str = "containerd", version: str = "v1.3.10-fasti
         install=(install_glob("bin/*", install_dir),))
 
 
+QemuFlavour = Literal["fastiov", "noskip", "stock"]
+QEMU_PATCHES: dict[str, tuple[str, ...]] = {  # flavour -> series components whose patches apply
+    "fastiov": ("qemu",),  # 0001-qemu.patch: timeline, fastiov registration, mem0 skip
+    "noskip": ("qemu", "qemu-noskip"),  # + 0004: the mem0 skip reverted (the original's -noskip baseline)
+    "stock": (),  # QEMU 6.2.0 as released (0001 only read, for kata.cfg's options)
+}
+
+
 def qemu_component(name: str, description: str, target: str, replace: dict[str, str] | None = None,
-                   patched: bool = True) -> Component:
-    """QEMU 6.2.0 configured with kata.cfg's options (patched, or the stock noskip baseline)."""
-    return Component(name, description, "qemu-src", reads_patches=() if patched else ("0001-qemu.patch",),
+                   flavour: QemuFlavour = "fastiov") -> Component:
+    """QEMU 6.2.0 configured with kata.cfg's options: FastIOV's, the noskip baseline, or stock."""
+    if flavour not in QEMU_PATCHES:
+        raise BuildError(f"QEMU flavour {flavour!r}: expected one of {', '.join(QEMU_PATCHES)}")
+    return Component(name, description, "qemu-src", patch_components=QEMU_PATCHES[flavour],
+                     reads_patches=("0001-qemu.patch",) if flavour == "stock" else (),
                      configure=(configure_qemu(replace),),
                      build=(cmd("make", "-j{jobs}"),),
-                     install=(cmd("install", "-D", "-m", "0755", "build/qemu-system-x86_64", target),))
+                     install=(keep_kata_static(target),
+                              cmd("install", "-D", "-m", "0755", "build/qemu-system-x86_64", target)))
 
 
 def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
@@ -247,36 +315,35 @@ def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
                                "{root}{kata_prefix}/bin/containerd-shim-kata-v2"),
                            cmd("install", "-D", "-m", "0755", "src/runtime/kata-runtime",
                                "{root}{kata_prefix}/bin/kata-runtime"))),
-        Component("linux", "host kernel v6.4-rc5 with decomposed VFIO locking (EXTRAVERSION -rc5test)", "linux-src",
-                  edits=(SourceEdit(f"Makefile: EXTRAVERSION = {settings.expected_kernel_suffix}", "Makefile",
-                                    lambda text, ctx: set_makefile_extraversion(text, ctx.settings.expected_kernel_suffix),
-                                    lambda ctx: ctx.settings.expected_kernel_suffix),),
-                  configure=(cmd("cp", "{kernel_config}", ".config"), cmd("make", "olddefconfig")),
-                  build=(cmd("make", "-j{jobs}", "bzImage", "modules"),),
-                  install=(cmd("make", "INSTALL_MOD_PATH={root}", "modules_install"),
-                           cmd("make", "INSTALL_PATH={root}/boot", "install")),
-                  notes="reboot into the -rc5test kernel afterwards (destructive: the host restarts)"),
+        host_kernel_component(settings, "linux", "host kernel v6.4-rc5 with decomposed VFIO locking", "linux-src",
+                              "expected_kernel_suffix",
+                              "reboot into the -rc5test kernel afterwards (destructive: the host restarts); the "
+                              "FastIOV variants run on it"),
+        host_kernel_component(settings, "linux-vanilla", "stock Linux 6.4 host kernel (VFs share a VFIO device set)",
+                              "linux-vanilla-src", "stock_kernel_suffix",
+                              "the vanilla variants and the baselines run on it (the campaign's first boot)"),
         Component("fastiov-module", "the fastiov kernel module (device node /dev/dev_fastiov)", None, tree_of="linux",
                   build=(cmd("bash", "make_fastiov.sh"),),
-                  install=(call(load_fastiov_module, "insmod {fastiov_module}; check /dev/dev_fastiov"),),
-                  notes="after rebooting into the patched kernel; make_fastiov.sh comes with 0001-linux.patch"),
+                  install=(call(load_fastiov_module, "insmod {fastiov_module} (unless loaded); check /dev/dev_fastiov"),),
+                  needs_booted="patched", stamp_facts=running_kernel_facts,
+                  notes="only on the booted patched kernel (a full build skips it elsewhere): built for the running "
+                        "kernel, loaded again after every boot; make_fastiov.sh comes with 0001-linux.patch"),
         qemu_component("qemu", "QEMU 6.2.0 with the DMA-mapping skip, configured with the patch's kata.cfg",
                        "{root}{qemu_fastiov}"),
-        qemu_component("qemu-noskip", "QEMU 6.2.0 without the FastIOV patch (vanilla baseline), same options",
-                       "{root}{qemu_vanilla}", patched=False),
-        Component("guest-kernel", "guest kernel 5.19.2 via kata's build-kernel.sh, virtio_ring pre-faulting, iavf",
-                  "guest-linux-src", tree_of="kata", work_subdir="tools/packaging/kernel",
-                  unpack=(cmd("cp", "{cache}/linux-5.19.2.tar.xz", "."),
-                          cmd("./build-kernel.sh", "-v", "5.19.2", "setup")),
-                  build=(cmd("./build-kernel.sh", "-v", "5.19.2", "build"),),
-                  install=(cmd("install", "-D", "-m", "0644", "kata-linux-5.19.2-96/arch/x86/boot/bzImage",
-                               "{root}{guest_kernel_fastiov}"),)),
+        qemu_component("qemu-noskip", "QEMU 6.2.0 with 0001-qemu.patch minus the mem0 skip (vanilla baseline: "
+                       "same timeline markers, guest RAM DMA-mapped eagerly)", "{root}{qemu_vanilla}", flavour="noskip"),
+        guest_kernel_component("guest-kernel", "guest kernel 5.19.2 via kata's build-kernel.sh, virtio_ring "
+                               "pre-faulting (0001-kata-kernel.patch), iavf", GUEST_KERNEL_DIR, "guest_kernel_fastiov"),
+        # the vanilla variants' guest kernel: the same kata build and fragments (iavf), without FastIOV's patch
+        guest_kernel_component("guest-kernel-vanilla", "guest kernel 5.19.2 via kata's build-kernel.sh, stock "
+                               "(no 0001-kata-kernel.patch), iavf", f"{GUEST_KERNEL_DIR}-vanilla", "guest_kernel_vanilla"),
         Component("guest-image", "guest image with the FastIOV agent (async VF driver init); needs docker",
                   None, tree_of="kata", work_subdir="tools/osbuilder",
                   env=(("USE_DOCKER", "true"), ("SECCOMP", "false"), ("EXTRA_PKGS", "kmod netplan.io")),
                   build=(cmd("./rootfs-builder/rootfs.sh", "-r", "{src}/ubuntu_rootfs", "ubuntu"),
                          cmd("./image-builder/image_builder.sh", "./ubuntu_rootfs")),
-                  install=(cmd("install", "-D", "-m", "0644", "kata-containers.img", "{root}{image_async}"),)),
+                  install=(keep_kata_static("{root}{image_async}"),
+                           cmd("install", "-D", "-m", "0644", "kata-containers.img", "{root}{image_async}"))),
         Component("fastiov-cni", "fastiov-cni plugin (Go), busPrefix from the testbed's PF", "fastiov-src",
                   work_subdir="fastiov-cni", toolchain="go1.19-debian",
                   env=GO_ENV + (("GOPATH", "{build}/gopath"),),
@@ -295,7 +362,54 @@ def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
         Component("runtime-configs", "containerd, kata (variant keys), CNI and crictl configs from templates",
                   None, install=(call(_deploy_runtime_configs,
                                       "render templates; write config.toml, kata TOML, conflist, crictl.yaml"),)),
+        pod_images_component(),
     ]
+
+
+# Debian's and Ubuntu's kernel configs name their own signing keys (debian/canonical-certs.pem), which a
+# kernel built from upstream sources does not have: the build stops at certs/. Emptied, as upstream's
+# own documentation for building with a distribution config says.
+DISTRO_KEY_OPTIONS = ("SYSTEM_TRUSTED_KEYS", "SYSTEM_REVOCATION_KEYS")
+
+
+def host_kernel_component(settings: FastiovHostSettings, name: str, description: str, source: str, suffix_setting: str,
+                          notes: str) -> Component:
+    """A host kernel from the running kernel's config, with its own EXTRAVERSION (how the campaign tells it)."""
+    suffix = lambda ctx: getattr(ctx.settings, suffix_setting)  # noqa: E731
+    keys = [a for k in DISTRO_KEY_OPTIONS for a in ("--set-str", k, "")]
+    return Component(
+        name, f"{description} (EXTRAVERSION from fastiov.{suffix_setting})", source,
+        edits=(SourceEdit(f"Makefile: EXTRAVERSION = {getattr(settings, suffix_setting)}", "Makefile",
+                          lambda text, ctx: set_makefile_extraversion(text, suffix(ctx)), suffix),),
+        configure=(cmd("cp", "{kernel_config}", ".config"), cmd("scripts/config", *keys),
+                   cmd("make", "olddefconfig")),
+        build=(cmd("make", "-j{jobs}", "bzImage", "modules"),),
+        install=(cmd("make", "INSTALL_MOD_PATH={root}", "modules_install"),
+                 cmd("make", "INSTALL_PATH={root}/boot", "install")),
+        notes=notes)
+
+
+GUEST_KERNEL_DIR = "kata-linux-5.19.2-96"  # where build-kernel.sh setup puts 5.19.2 (0001-kata-kernel.patch's directory)
+
+
+def guest_kernel_component(name: str, description: str, kernel_dir: str, target: str) -> Component:
+    """A guest kernel built by kata's build-kernel.sh into `kernel_dir` of the kata tree, installed to `target`."""
+    k = ("-k", kernel_dir) if kernel_dir != GUEST_KERNEL_DIR else ()  # its default dir: 0001-kata-kernel.patch's
+    dest = "{root}{" + target + "}"
+    return Component(
+        name, description, "guest-linux-src", tree_of="kata", work_subdir="tools/packaging/kernel",
+        unpack=(cmd("cp", "{cache}/linux-5.19.2.tar.xz", "."), cmd("./build-kernel.sh", "-v", "5.19.2", *k, "setup")),
+        build=(cmd("./build-kernel.sh", "-v", "5.19.2", *k, "build"),),
+        install=(keep_kata_static(dest),
+                 cmd("install", "-D", "-m", "0644", f"{kernel_dir}/arch/x86/boot/bzImage", dest),
+                 # beside the kernel, for host-check's look for the VF driver (CONFIG_IAVF)
+                 cmd("install", "-D", "-m", "0644", f"{kernel_dir}/.config", dest + ".config")))
+
+
+def pod_images_component() -> Component:
+    from fastiov_lib.testbeds.fastiov_host.build.pod_images import pod_images_component as make
+
+    return make()
 
 
 def _safe_prefix(settings: FastiovHostSettings) -> str:
