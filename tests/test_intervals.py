@@ -73,6 +73,11 @@ def test_an_inconclusive_verdict_says_how_many_rounds_would_decide():
     assert verdict == "inconclusive" and "about 5 per group" in why and "3 now" in why
 
 
+def test_an_estimate_at_the_threshold_itself_is_not_promised_a_decision():
+    verdict, why = decide(Estimate(0.82, 0.35, 1.74, rounds=4), ">=", 0.8)
+    assert verdict == "inconclusive" and "no practical number" in why and "about" not in why
+
+
 def test_rounds_interleave_variants_in_every_repeat_with_a_recorded_seed():
     cells = [(v, c) for v in ("none", "bridge", "hostdev") for c in (10, 20)]
     plan = plan_rounds(cells, 3, seed=7)

@@ -61,6 +61,8 @@ def rounds_to_decide(est: Estimate, threshold: float) -> int | None:
 def _more_rounds(est: Estimate, threshold: float) -> str:
     need = rounds_to_decide(est, threshold)
     text = "interval contains the threshold: more rounds would decide"
-    if need is not None:
+    if need is not None and need > 20 * est.rounds:  # the estimate sits at the threshold itself
+        text += f" (the estimate lies so close to the threshold that no practical number would; {est.rounds} now)"
+    elif need is not None:
         text += f" (about {need} per group if the estimate stays; {est.rounds} now)"
     return text
