@@ -190,3 +190,19 @@ def test_the_committed_example_breakdown_never_exceeds_its_startup():
     # the example: CNI_create_pod at bridge 20 pods averaged 245.8 ms per pod, not 6,201.6
     both = b[(b["variant"] == "bridge") & (b["concurrency"] == 20) & (b["stage"] == "CNI_create_pod")]
     assert (both["mean_ms"] * both["pods"]).sum() / both["pods"].sum() == pytest.approx(245.8, abs=0.05)
+
+
+def test_the_breakdown_figure_stacks_only_stages_not_nested_in_another(run_dir):
+    from fastiov_lib.report import figures as plots
+
+    b = analysis.stage_breakdown(*load(run_dir))
+    fig = plots.stage_breakdown(b, "caption", source="component stage records")
+    labels = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
+    assert labels == {"CNI_start", "CNI_nns", "CNI_md", "CNI_ops_and_specs", "CNI_create_pod", "CNI_pod_setup"}
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_height() > 0]
+    # 2 pods: too few for a bar (3), so each stage's mean is a point stacked on the ones before it
+    assert not bars and {t.get_text() for t in ax.texts} == {"n=2"}
+    tops = ax.collections[-1].get_offsets()[:, 1]
+    top_of_stack = b.loc[~b["nested"].astype(bool), "mean_ms"].sum()
+    assert max(tops) == pytest.approx(top_of_stack)
