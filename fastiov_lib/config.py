@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 from importlib import resources
-from ipaddress import IPv4Network
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,6 +38,9 @@ REPO_ROOT = project_root()
 PROFILES_DIR = Path(str(resources.files("fastiov_lib") / "profiles"))
 
 NetworkMode = Literal["none", "bridge", "macvlan", "hostdev", "ipvlan", "sriov"]
+# the workload image's functions (bench.app_functions): stand-ins for the paper's five, and the plain download
+AppFunction = Literal["standin-image", "standin-video", "standin-compress", "standin-inference", "standin-graph",
+                      "download-hash"]
 
 # the address form hw.pci parses (config sits below hw, so it checks the form itself)
 PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
@@ -144,6 +147,7 @@ class FastiovHostSettings(StrictModel):
     fastiov_module_path: Path | None = None  # fastiov.ko; None = skip the module on this host
     fastiov_device: Path = Path("/dev/dev_fastiov")  # the module's node: FastIOV QEMU registers guest memory there
     expected_kernel_suffix: str = "-rc5test"
+    stock_kernel_suffix: str = Field("-stock", min_length=1)  # EXTRAVERSION of the stock 6.4 kernel (vanilla variants)
     containerd_socket: Path = Path("/run/containerd/containerd.sock")
     containerd_config: Path = Path("/etc/containerd/config.toml")
     kata_config: Path = Path("/etc/kata-containers/configuration-qemu-3.toml")
@@ -153,14 +157,18 @@ class FastiovHostSettings(StrictModel):
     kata_prefix: Path = Path("/opt/kata3")
     build_dir: Path = Path("/var/tmp/fastiov-build")
     cache_dir: Path = Path("/var/tmp/fastiov-cache")
-    qemu_fastiov: Path = Path("/opt/kata3/bin/qemu-system-x86_64")
+    qemu_fastiov: Path = Path("/opt/kata3/bin/qemu-system-x86_64-fastiov")
     qemu_vanilla: Path = Path("/opt/kata3/bin/qemu-system-x86_64-noskip")
-    guest_kernel_fastiov: Path = Path("/usr/share/kata-containers/vmlinuz-5.19.2-96")
-    guest_kernel_vanilla: Path = Path("/opt/kata3/share/kata-containers/vmlinux-5.19.2-96")
-    image_async: Path = Path("/opt/kata3/share/kata-containers/kata-containers.img")
-    image_sync: Path = Path("/opt/kata3/share/kata-containers/kata-containers-e810-sync.img")
+    guest_kernel_fastiov: Path = Path("/opt/kata3/share/fastiov-artifact/vmlinuz-5.19.2-96-fastiov")
+    guest_kernel_vanilla: Path = Path("/opt/kata3/share/fastiov-artifact/vmlinuz-5.19.2-96-vanilla")
+    image_async: Path = Path("/opt/kata3/share/fastiov-artifact/kata-containers-async.img")
+    image_sync: Path = Path("/opt/kata3/share/fastiov-artifact/kata-containers-e810-sync.img")
     guest_memory_mb: MemoryMb = 512
     storage_interface: str | None = None  # NIC whose address the storage server binds (app test)
+    # the storage server's address on the pods' subnet, put on storage_interface (a PF) at run set-up and
+    # taken off again at the end if the artifact added it (the original: 10.88.0.1/16 on the PF); None = use
+    # the address storage_interface already has
+    storage_address: IPv4Interface | None = None
     storage_port: Port = 5100
     rpc_timeout_s: Seconds = 300.0
     # build, NIC and real-host round hooks (testbeds.fastiov_host.build, hw.nic, testbeds.fastiov_host.round_hooks)
@@ -189,6 +197,8 @@ class FastiovHostSettings(StrictModel):
                        Annotated[Int, Field(ge=0, le=MAX_CONCURRENCY)]] = Field(default_factory=lambda: dict.fromkeys(
                            ("cniAdd", "resource1", "kataInterface", "startVM", "resource2", "total"), 400))
     tenants: Concurrency = 200  # pods of a round are spread over this many tenants (200 = one pod each at 200)
+    # kata's overhead cgroup confined to CPUs 0..N-1 at run set-up (the original's set_startup_cpu.sh N); None = leave it
+    startup_cpus: Annotated[Int, Field(ge=1, le=MAX_THREADS)] | None = None
     guest_kernel_config: Path | None = None  # .config of the guest kernel; None = config-* beside the kernels
     kernel_config: Path | None = None  # .config the host kernel starts from; None = /boot/config-<running>
     build_jobs: Annotated[Int, Field(ge=1, le=MAX_THREADS)] | None = None  # make -j; None = CPU count
@@ -256,9 +266,19 @@ class Profile(StrictModel):
     ablation_concurrency: list[Concurrency] = Field(default_factory=lambda: [4], min_length=1,
                                                     max_length=MAX_SWEEP_LEVELS)
     variants: list[str] = Field(default_factory=lambda: ["vanilla", "fastiov"], min_length=1)  # real host
+    # real host: the ablation's variants ([] = `variants`); the memory experiment (2 GB guests) at its own
+    # levels ([] = none); the app test's variants (the paper: vanilla, fastiov, no network)
+    ablation_variants: list[str] = Field(default_factory=list, max_length=MAX_SWEEP_LEVELS)
+    memory_variants: list[str] = Field(default_factory=list, max_length=MAX_SWEEP_LEVELS)
+    memory_concurrency: list[Concurrency] = Field(default_factory=lambda: [10], min_length=1,
+                                                  max_length=MAX_SWEEP_LEVELS)
+    app_variants: list[str] = Field(default_factory=lambda: ["fastiov"], min_length=1, max_length=MAX_SWEEP_LEVELS)
     app_concurrency: list[Concurrency] = Field(default_factory=lambda: [2], min_length=1, max_length=MAX_SWEEP_LEVELS)
     app_repeats: Repeats = 1
     app_file_mb: Annotated[Int, Field(ge=1, le=4096)] = 4
+    # the workload image's functions the app test runs, one sweep each (bench.app_functions)
+    app_functions: list[AppFunction] = Field(default_factory=lambda: ["download-hash"], min_length=1,
+                                             max_length=MAX_SWEEP_LEVELS)
     pod_timeout_s: Seconds = 120.0
     vsriov_vf_counts: list[VmCount] = Field(default_factory=lambda: [1, 2, 4, 7], min_length=1,
                                             max_length=MAX_SWEEP_LEVELS)  # VFs opened at once
@@ -271,7 +291,7 @@ class Profile(StrictModel):
 
     @model_validator(mode="after")
     def _sorted_unique(self) -> "Profile":
-        for key in ("concurrency", "ablation_concurrency", "app_concurrency"):
+        for key in ("concurrency", "ablation_concurrency", "app_concurrency", "memory_concurrency"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"{key}: values must be unique, got {values}")

@@ -188,6 +188,14 @@ class CriClient:
         resp = self._call("Status", self._runtime.Status, self.pb.StatusRequest(), timeout_s, None)
         return {c.type: c.status for c in resp.status.conditions}
 
+    def status_info(self, timeout_s: float | None = None) -> dict[str, str]:
+        """Status with verbose=true: the runtime's info map (containerd: config, cniconfig, golang).
+
+        containerd's CRI reloads its CNI config directory on every Status call, so `cniconfig`
+        names the network configuration pods get from now on."""
+        resp = self._call("Status", self._runtime.Status, self.pb.StatusRequest(verbose=True), timeout_s, None)
+        return dict(resp.info)
+
     def sandbox_config(self, pod: PodSpec) -> Any:
         """The PodSandboxConfig message for `pod` (network namespace per pod, as the original,
         unless `pod.host_network`)."""
@@ -224,6 +232,19 @@ class CriClient:
             state=self.pb.PodSandboxState.Name(st.state), labels=dict(st.labels),
             ip=st.network.ip if st.HasField("network") else "", created_at_ns=st.created_at,
         )
+
+    def sandbox_pid(self, sandbox_id: str, timeout_s: float | None = None) -> int | None:
+        """The pid the runtime reports for a sandbox (PodSandboxStatus, verbose): runc's pause
+        process; under kata the hypervisor's (the shim returns QEMU's pid). None when not reported."""
+        import json
+
+        resp = self._call("PodSandboxStatus", self._runtime.PodSandboxStatus,
+                          self.pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout_s, None)
+        try:
+            pid = json.loads(dict(resp.info).get("info", "{}")).get("pid")
+        except (ValueError, AttributeError):
+            return None
+        return int(pid) if isinstance(pid, int) and pid > 0 else None
 
     def stop_pod_sandbox(self, sandbox_id: str, timeout_s: float | None = None) -> None:
         """Stop a sandbox (kills its containers, tears down its network)."""

@@ -11,7 +11,8 @@ import pytest
 from fastiov_lib.testbeds.fastiov_host.build import builder as build
 
 from fastiov_lib.testbeds.fastiov_host.build import manifest
-from fastiov_lib.testbeds.fastiov_host.build.builder import BuildError, Builder, Component, SourceEdit, cmd
+from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
+from fastiov_lib.testbeds.fastiov_host.build.components import BuildError, Component, SourceEdit, cmd
 from fastiov_lib import config
 from fastiov_lib.config import FastiovHostSettings, load_testbed
 from fastiov_lib.hw.host_steps import HostChangesNotAllowed

@@ -13,7 +13,7 @@ import yaml
 
 from fastiov_lib.commands import cli
 from fastiov_lib.config import REPO_ROOT
-from fastiov_lib.testbeds.fastiov_host.build import components, offline, patching
+from fastiov_lib.testbeds.fastiov_host.build import component_table, components, offline, patching
 from fastiov_lib.testbeds.fastiov_host.build.manifest import ManifestError, load_binaries_manifest
 
 SOURCES = (REPO_ROOT / ".." / "shared" / "sources").resolve()
@@ -45,7 +45,7 @@ def test_offline_build_patches_containerd_kata_and_qemu_and_changes_nothing_outs
     build_dir = tmp_path / "bd"
     tb = _testbed_copy(tmp_path)
     rc = cli.main(["build", "apply", "--testbed", str(tb), "--component", "containerd", "--component", "kata",
-                   "--component", "qemu", "--through", "patch", "--sources", str(SOURCES),
+                   "--component", "qemu", "--component", "qemu-noskip", "--through", "patch", "--sources", str(SOURCES),
                    "--build-dir", str(build_dir)])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -54,13 +54,18 @@ def test_offline_build_patches_containerd_kata_and_qemu_and_changes_nothing_outs
     ctd = build_dir / "containerd" / "src" / "gopath" / "src" / "github.com" / "containerd" / "containerd"
     assert "/home/cni/cnicmp_logs" in (ctd / "cnicmp" / "cnilogger" / "logger.go").read_text()
     run_go = (ctd / "vendor/github.com/containerd/cri/pkg/server/sandbox_run.go").read_text()
-    assert 'cni.WithCapability("tenantID"' in run_go  # our 0002 patch: the real host's scope
-    assert "DoUseCNIPool bool = true" in (ctd / "cnicmp/cnipool/pool.go").read_text()  # 0003 is local-only
+    assert 'cni.WithCapability("tenantID"' in run_go  # our 0002 patch: tenant args as strings
+    assert "(string, string, bool)" in (ctd / "vendor/github.com/containerd/cri/pkg/server/sandbox_tenant.go").read_text()
+    assert "DoUseCNIPool bool = false" in (ctd / "cnicmp/cnipool/pool.go").read_text()  # 0003: a netns per pod
     kata = build_dir / "kata" / "src"
     assert "CONFIG_IAVF=y" in (kata / components.INTEL_VF_FRAGMENT).read_text()
     qemu = build_dir / "qemu" / "src"
     assert (qemu / "hw" / "vfio" / "cni_logger.c").is_file() and "--enable-kvm" in (qemu / "kata.cfg").read_text()
-    for tree in (ctd, kata, qemu):
+    skip_call = "if (vfio_listener_region_add_skip_mem0(section)) {"
+    assert skip_call in (qemu / "hw/vfio/common.c").read_text()
+    noskip = build_dir / "qemu-noskip" / "src"  # vanilla: FastIOV's QEMU and timeline, the mem0 skip reverted
+    assert (noskip / "hw/vfio/cni_logger.c").is_file() and skip_call not in (noskip / "hw/vfio/common.c").read_text()
+    for tree in (ctd, kata, qemu, noskip):
         assert not (tree / ".git").exists()  # the tree-id check used a throw-away index elsewhere
     assert not (tmp_path / "default-build").exists() and not (tmp_path / "default-cache").exists()
     assert _snapshot(home) == set()
@@ -191,7 +196,7 @@ def test_qemu_is_configured_with_the_options_of_the_patchs_own_kata_cfg():
 def test_build_commands_are_argument_lists_without_a_shell():
     from fastiov_lib.config import load_testbed
 
-    comps = components.fastiov_components(load_testbed(REPO_ROOT / "testbeds" / "fastiov-e810.example.yaml").fastiov)
+    comps = component_table.fastiov_components(load_testbed(REPO_ROOT / "testbeds" / "fastiov-e810.example.yaml").fastiov)
     for comp in comps:
         for step in ("unpack", "configure", "build", "install"):
             for c in getattr(comp, step):

@@ -65,7 +65,7 @@ def test_missing_binaries_and_wrong_versions(tmp_path, testbed):
     spec = spec_for_testbed(testbed)
     bins = dict(spec.binaries)
     bins.pop("usr/local/bin/containerd")
-    bins["opt/kata3/bin/qemu-system-x86_64"] = "QEMU emulator version 7.2.0"
+    bins[str(testbed.fastiov.qemu_fastiov).lstrip("/")] = "QEMU emulator version 7.2.0"
     checks = _checks(tmp_path, testbed, binaries=bins, kvm=False, cpu_flags=("fpu", "sse2"))
     assert checks["binary.containerd"].status == "fail"
     assert checks["binary.qemu-fastiov"].status == "warn" and "7.2.0" in checks["binary.qemu-fastiov"].seen

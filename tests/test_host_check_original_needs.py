@@ -46,7 +46,7 @@ def test_missing_dirs_busy_port_module_vf_driver_no_curl_no_go_are_reported(host
     holder = socket.socket()
     holder.bind(("127.0.0.1", tb.fastiov.barrier_port))
     holder.listen()
-    cfg = root / "opt/kata3/share/kata-containers/config-5.19.2-96"
+    cfg = root / "opt/kata3/share/fastiov-artifact/config-5.19.2-96"
     cfg.write_text("CONFIG_IAVF=m\n")
     (root / "usr/include/x86_64-linux-gnu/curl/curl.h").unlink()
     (root / "usr/lib/go-1.19/bin/go").write_text("#!/bin/sh\necho 'go version go1.12.17 linux/amd64'\n")
@@ -63,7 +63,7 @@ def test_missing_dirs_busy_port_module_vf_driver_no_curl_no_go_are_reported(host
 
 def test_guest_vf_driver_is_read_from_an_uncompressed_vmlinux_without_a_config(host):
     tb, root = host
-    (root / "opt/kata3/share/kata-containers/config-5.19.2-96").unlink()
+    (root / "opt/kata3/share/fastiov-artifact/config-5.19.2-96").unlink()
     kernel = root / str(tb.fastiov.guest_kernel_vanilla).lstrip("/")
     kernel.write_bytes(b"\x7fELF" + b"\0" * 64 + b"iavf_probe\0")
     assert hc.check_guest_vf_driver(root, tb.fastiov).status == "pass"

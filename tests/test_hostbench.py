@@ -59,11 +59,15 @@ def test_round_hooks_set_up_the_run_clean_up_switch_variant_and_slice_logs(tmp_p
         pytest.skip("needs root and iproute2 for a real network namespace")
     restarts = tmp_path / "restarts"
     port = _free_port()
+    net_d = tmp_path / "root/etc/cni/net.d"
     tb = load_testbed(EXAMPLE, overrides={
         "allow_host_changes": True, "fastiov.barrier_port": port, "fastiov.log_settle_s": 0,
-        "fastiov.containerd_restart": ["sh", "-c", f"echo restart >> {restarts}"],
+        "fastiov.storage_address": None,  # tested on a real interface below
+        # what containerd would find in its conf dir when it starts
+        "fastiov.containerd_restart": ["sh", "-c", f"echo restart >> {restarts}; ls {net_d} >> {restarts}.net.d"],
     })
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
+    (net_d / "10-containerd-net.conflist").write_text('{"name": "containerd-net", "plugins": []}')  # cri-containerd-cni's
     for top in ("tmp/pod_test", "home", "root/ipu"):  # a host before its first run: no component dirs
         shutil.rmtree(root / top)
     ipam = root / "var/lib/cni/networks/fastiov-net"
@@ -76,12 +80,22 @@ def test_round_hooks_set_up_the_run_clean_up_switch_variant_and_slice_logs(tmp_p
     dmesg, clear, ring = _fake_dmesg(tmp_path)
     ns = f"cni-fiovtest-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    reloads: list[str] = []
+
+    def reload_cni(text: str) -> str:  # a real containerd's reload is tested in test_real_host_containerd
+        reloads.append(restarts.read_text())  # the restart ran before it
+        return json.loads(text)["name"]
+
     hooks = hostbench.RealHostRoundHooks(tb, root=root, netns_prefix="cni-fiovtest-", dmesg_cmd=dmesg,
-                                         dmesg_clear_cmd=clear)
+                                         dmesg_clear_cmd=clear, reload_cni=reload_cni)
     run = _Run(tmp_path / "run")
     try:
         info = _Round("vanilla", "startup-vanilla-c2-r0-abc123")
         hooks.before_round(info, run)
+        # containerd restarted with the variant's conflist alone in its conf dir, then reloaded once
+        assert (tmp_path / "restarts.net.d").read_text().split() == ["10-fastiov-artifact.conflist", "oldconfs"]
+        assert reloads == ["restart\n"] and info.extra["before_round"]["cni_network"] == "fastiov-net"
+        assert info.extra["before_round"]["variant"]["moved_aside"] == [str(net_d / "10-containerd-net.conflist")]
         for d in ORIGINAL_DIRS:  # the components' hard-coded directories exist before any pod
             assert (root / d.lstrip("/")).is_dir(), d
         # what the patched kata runtime does before each sandbox: GET /barrierVM on the loopback
@@ -188,17 +202,29 @@ def test_the_engine_stops_the_barrier_server_when_a_sweep_ends_badly(tmp_path):
     port = _free_port()
     tb = load_testbed(EXAMPLE, overrides={
         "allow_host_changes": True, "fastiov.barrier_port": port, "fastiov.log_settle_s": 0,
-        "fastiov.containerd_restart": ["true"], "fastiov.rpc_timeout_s": 5,
+        "fastiov.containerd_restart": ["true"], "fastiov.rpc_timeout_s": 5, "fastiov.storage_address": None,
         "fastiov.containerd_socket": str(tmp_path / "nobody-listens.sock")})
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
     tb = tb.model_copy(update={"sys_root": root})
     dmesg, clear, _ = _fake_dmesg(tmp_path)
     hooks = hostbench.RealHostRoundHooks(tb, netns_prefix="cni-fiovnone-", dmesg_cmd=dmesg, dmesg_clear_cmd=clear)
-    res = engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["vanilla"],
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import CniConfError
+
+    # no containerd: the round stops before any pod, as it cannot tell which network pods would get
+    with pytest.raises(CniConfError, match="nobody-listens.sock: no containerd socket"):
+        engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["fastiov"],
+                                 hooks=hooks, timeout_s=5)
+    assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
+
+    # a containerd that does not answer: every pod fails, and the barrier server stops all the same
+    hooks = hostbench.RealHostRoundHooks(tb, netns_prefix="cni-fiovnone-", dmesg_cmd=dmesg, dmesg_clear_cmd=clear,
+                                         reload_cni=lambda text: "not checked")
+    res = engine.run_startup_sweep(backend_for(tb), RunDir(tmp_path / "run"), [1], 1, variants=["fastiov"],
                                    hooks=hooks, timeout_s=5)
     assert [r.status for r in res.records] == ["failed"] and "did not answer" in res.message
     assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
     assert res.records[0].pod_name == "sandbox-001-001"
+    assert (res.rounds[0].kernel, res.rounds[0].kernel_release) == ("patched", "6.4.0-rc5test")  # per round
 
 
 def test_variant_rounds_prints_the_round_plan_for_the_evaluator(capsys):
@@ -207,3 +233,52 @@ def test_variant_rounds_prints_the_round_plan_for_the_evaluator(capsys):
     assert main(["variant", "rounds", "--testbed", EXAMPLE]) == 0
     out = capsys.readouterr().out
     assert "start barrier server" in out and "/tmp/pod_test" in out and "dmesg -C" in out
+
+
+def test_the_storage_address_is_added_for_the_run_and_only_what_was_added_is_removed(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2 for a real interface")
+    from fastiov_lib.testbeds.fastiov_host.storage_address import interface_addresses
+
+    link = f"fiovst{secrets.token_hex(2)}"
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", link + "p"], check=True)
+    try:
+        port = _free_port()
+        tb = load_testbed(EXAMPLE, overrides={"allow_host_changes": True, "fastiov.barrier_port": port,
+                                              "fastiov.containerd_restart": ["true"],
+                                              "fastiov.storage_interface": link,
+                                              "fastiov.storage_address": "10.88.0.1/16"})
+        root = build_fake_host(tmp_path / "root", spec_for_testbed(tb), tb)
+        hooks = hostbench.RealHostRoundHooks(tb, root=root)
+        assert any(r["action"].startswith("ip addr add 10.88.0.1/16") for r in hooks.plan())
+        done = hooks.start(_Run(tmp_path / "run"))
+        assert done["storage_address"] == {"address": "10.88.0.1/16", "added": True}
+        assert [str(a) for a in interface_addresses(link)] == ["10.88.0.1/16"]
+        backend = __import__("fastiov_lib.testbeds", fromlist=["backend_for"]).backend_for(tb)
+        assert backend.app_endpoint("fastiov").host == "10.88.0.1"
+        hooks.close()
+        assert interface_addresses(link) == []  # it added it, so it removed it
+        subprocess.run(["ip", "addr", "add", "10.88.0.1/16", "dev", link], check=True)
+        hooks = hostbench.RealHostRoundHooks(tb, root=root)
+        assert hooks.start(_Run(tmp_path / "run2"))["storage_address"]["added"] is False
+        hooks.close()
+        assert [str(a) for a in interface_addresses(link)] == ["10.88.0.1/16"]  # not ours: kept
+    finally:
+        subprocess.run(["ip", "link", "delete", link], capture_output=True)
+
+
+def test_the_nic_guard_accepts_the_storage_address_on_a_pf_and_nothing_else(tmp_path):
+    from ipaddress import IPv4Network
+
+    from fastiov_lib.hw import nic
+    from fastiov_lib.hw.discovery import read_routes, route_network
+
+    tb = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": None})
+    root = build_fake_host(tmp_path / "root", spec_for_testbed(tb, addressed_netdevs=("ens1f0",)), tb)
+    assert [str(route_network(r)) for r in read_routes(root) if r.iface == "ens1f0"] == ["10.20.0.0/16"]
+    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(tb, root))
+    pods = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": "10.20.0.1/16"})  # that route is its own
+    assert not any("ens1f0" in p for p in nic.nic_guard_problems(pods, root))
+    other = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": "10.88.0.1/16"})  # another net: refused
+    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(other, root))
+    assert route_network(next(r for r in read_routes(root) if r.iface == "ens1f0")).subnet_of(IPv4Network("10.0.0.0/8"))

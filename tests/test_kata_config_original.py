@@ -58,9 +58,11 @@ def test_hugepages_memory_and_network_keys_switch_as_in_the_original_variant_fil
         _get(base, mem)} == {512}
     assert _get(_rendered("vanilla-2g", tmp_path), mem) == 2048
     model, netns = ("runtime", "internetworking_model"), ("runtime", "disable_new_netns")
-    for v in ("vanilla", "fastiov", "no-network"):
+    got = _rendered("no-network", tmp_path)
+    assert (_get(got, model), _get(got, netns)) == (_get(base, model), _get(base, netns)) == ("none", True)
+    for v in ("vanilla", "fastiov"):  # a VF needs kata's network set-up: as the original's fastiov file (unset)
         got = _rendered(v, tmp_path)
-        assert (_get(got, model), _get(got, netns)) == (_get(base, model), _get(base, netns)) == ("none", True)
+        assert (_get(got, model), _get(got, netns)) == ("none", False) and _get(fast, netns) is None
     got = _rendered("ipvtap", tmp_path)
     assert _get(got, model) == _get(ipvtap, model) == "tcfilter"
     assert not _get(got, netns) and _get(ipvtap, netns) is None  # absent there = kata's default false

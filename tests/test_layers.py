@@ -22,10 +22,7 @@ LOWER = ("run", "analysis", "config", "hw")
 UPPER = ("testbeds", "bench", "report", "notebook", "commands")
 
 # Private names one module may use from another, each with the reason it stays private (at most 5).
-ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
-    # issue 19 replaces it by analysis.samples' public statistic helpers (h19); this entry goes with it
-    ("fastiov_lib.analysis.stats", "_stat"): "until the round-level statistics of issue 19 land",
-}
+ALLOWED_PRIVATE: dict[tuple[str, str], str] = {}
 
 
 @dataclass

@@ -96,16 +96,17 @@ def test_records_are_joined_to_pods_by_sandbox_id_and_pods_without_one_are_count
     assert missing.loc["bridge", "without_records"] == 1 and missing.loc["hostdev", "without_records"] == 0
 
 
-def test_the_local_scope_applies_our_per_pod_netns_patch_after_fastiovs(tmp_path):
+def test_the_local_scope_applies_the_same_patch_series_as_the_real_host(tmp_path):
     if not (SOURCES / "containerd-release-1.3-1c5970efbdd8.tar.xz").is_file():
         pytest.skip(f"no offline upstream sources at {SOURCES}")
     tb = _instrumented(tmp_path / "tb", build_dir=tmp_path / "build")
     rows = instrumented._builder(tb).apply(through="patch")
     patch_row = next(r for r in rows if r["step"] == "patch")
-    assert patch_row["patches"] == ["0001-containerd.patch", "0003-containerd-local-per-pod-netns.patch"]
+    assert patch_row["patches"] == ["0001-containerd.patch", "0002-containerd-tenant-capability-args.patch",
+                                    "0003-containerd-per-pod-netns.patch"]
     tree = tmp_path / "build/containerd/src/gopath/src/github.com/containerd/containerd"
     assert "DoUseCNIPool bool = false" in (tree / "cnicmp/cnipool/pool.go").read_text()
-    assert "tenantID" not in (tree / "vendor/github.com/containerd/cri/pkg/server/sandbox_run.go").read_text()
+    assert 'cni.WithCapability("tenantID"' in (tree / "vendor/github.com/containerd/cri/pkg/server/sandbox_run.go").read_text()
 
 
 # ------------------------------------------------------------------ for real (root, containerd)
@@ -187,3 +188,141 @@ def test_an_interrupted_round_with_the_instrumented_containerd_leaves_nothing_be
     local_testbed.down(itb)
     assert our_links(PREFIX) == [] and not local_cleanup.mounts_under(p.work_dir)
     assert instrumented.binary(itb).is_file()  # the build stays for the next bring-up
+
+
+# ------------------------------------------------------------------ the real host's containerd behaviour, for real
+
+@pytest.fixture
+def live(itb):
+    """The instrumented testbed up (again: the interruption test above takes it down)."""
+    return local_testbed.ensure_up(itb)
+
+
+def _reset_mode(itb, socket: Path) -> None:
+    """Back to the bridge mode whatever a test left in the one conf_dir."""
+    marker = instrumented.active_conf_dir(itb).parent / instrumented.ACTIVE_MODE_FILE
+    marker.unlink(missing_ok=True)
+    instrumented.activate_mode(itb, local_testbed.conflist_for(itb, "bridge"), "bridge", socket)
+
+
+@needs_local_testbed
+@needs_build_inputs
+@pytest.mark.slow
+def test_tenant_args_reach_the_cni_plugin_as_strings_and_concurrent_pods_get_their_own_netns(itb, live, tmp_path):
+    """patches 0002 (fastiov-cni reads tenantID/tenantPodIndex as strings) and 0003 (a netns per pod)."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastiov_lib.cri import PodSpec
+
+    p = local_testbed.paths_for(itb)
+    seen = tmp_path / "cni-add-stdin.jsonl"
+    recorder = p.cni_bin / f"{PREFIX}-tenantrec"  # records what a CNI ADD gets, then is the bridge plugin
+    recorder.write_text(f'#!/bin/sh\nin=$(cat)\n[ "$CNI_COMMAND" = ADD ] && printf \'%s\\n\' "$in" >> {seen}\n'
+                        f'printf \'%s\' "$in" | exec {p.cni_bin}/bridge\n')
+    recorder.chmod(0o755)
+    conf = local_testbed.conflist_for(itb, "bridge")
+    conf["plugins"][0].update(type=recorder.name, capabilities={"tenantID": True, "tenantPodIndex": True})
+    instrumented.activate_mode(itb, conf, "tenant-recorder", live.socket)
+    pods = [PodSpec("sandbox-003-002", "test", "u1", log_directory=str(tmp_path / "l1")),
+            PodSpec("free-name", "test", "u2", log_directory=str(tmp_path / "l2"),
+                    annotations={"fastiov.tenant-id": "0007", "fastiov.tenant-pod-index": "1"}),
+            PodSpec("no-tenant", "test", "u3", log_directory=str(tmp_path / "l3"))]
+    ids: list[str] = []
+    with CriClient(live.socket, api="v1alpha2", timeout_s=60) as cri:
+        try:
+            with ThreadPoolExecutor(3) as pool:  # at once: with the published pool's shared netns only one succeeds
+                ids = list(pool.map(lambda pod: cri.run_pod_sandbox(cri.sandbox_config(pod), "runc-bridge"), pods))
+            ips = {cri.pod_sandbox_status(i).ip for i in ids}
+        finally:
+            for i in ids:
+                cri.stop_pod_sandbox(i)
+                cri.remove_pod_sandbox(i)
+            recorder.unlink()
+            _reset_mode(itb, live.socket)
+    assert len(ips) == 3 and "" not in ips
+    configs = [json.loads(line).get("runtimeConfig", {}) for line in seen.read_text().splitlines()]
+    runtime = {rc.get("tenantID"): rc for rc in configs}
+    assert runtime["3"] == {"tenantID": "3", "tenantPodIndex": "2"}  # strings, leading zeros dropped
+    assert runtime["7"] == {"tenantID": "7", "tenantPodIndex": "1"}
+    assert None in runtime and runtime[None] == {}  # neither name nor annotations: no tenant args
+    assert all(isinstance(v, str) for r in runtime.values() for v in r.values())
+
+
+@needs_local_testbed
+@needs_build_inputs
+@pytest.mark.slow
+def test_containerd_1_3_loads_only_the_first_conflist_until_the_shadowing_one_is_moved_aside(itb, live, tmp_path):
+    """What the real host's variant switch relies on: Status reloads, the first file wins, oldconfs/ restores."""
+    import json
+
+    from fastiov_lib.config import FastiovHostSettings
+    from fastiov_lib.testbeds.fastiov_host import cni_conf
+
+    conf_dir = instrumented.active_conf_dir(itb)
+    for old in conf_dir.glob("*.conflist"):
+        old.unlink()
+    ours = local_testbed.conflist_for(itb, "bridge")
+    ours["name"] = "fti-artifact-net"
+    ours_text = json.dumps(ours, indent=2)
+    (conf_dir / "10-fastiov-artifact.conflist").write_text(ours_text)
+    shadow = {**ours, "name": "containerd-net"}  # what cri-containerd-cni's tarball installs
+    (conf_dir / "10-containerd-net.conflist").write_text(json.dumps(shadow))
+    s = FastiovHostSettings(pfs=["0000:e3:00.0"], cni_conf_dir=conf_dir)
+    try:
+        with pytest.raises(cni_conf.CniConfError, match="active network is 'containerd-net'.*10-containerd-net.conflist"):
+            cni_conf.reload_and_verify(live.socket, "v1alpha2", ours_text, conf_dir)
+        results = cni_conf.move_aside_step(s, Path("/"), "10-fastiov-artifact.conflist").apply(True, tmp_path / "bk")
+        assert [r.status for r in results] == ["done"]
+        assert (tmp_path / "bk" / str(conf_dir / "10-containerd-net.conflist").lstrip("/")).is_file()
+        assert cni_conf.reload_and_verify(live.socket, "v1alpha2", ours_text, conf_dir) == "fti-artifact-net"
+        # a variant's new conflist under the same name: loaded on the next Status, as the round hooks do
+        other = json.dumps({**ours, "name": "fti-other-variant"})
+        (conf_dir / "10-fastiov-artifact.conflist").write_text(other)
+        assert cni_conf.reload_and_verify(live.socket, "v1alpha2", other, conf_dir) == "fti-other-variant"
+        assert cni_conf.restore_moved(s, Path("/")) == [str(conf_dir / "10-containerd-net.conflist")]
+        assert json.loads((conf_dir / "10-containerd-net.conflist").read_text())["name"] == "containerd-net"
+        assert not (conf_dir / "oldconfs" / cni_conf.MOVED_RECORD).exists()
+    finally:
+        (conf_dir / "10-containerd-net.conflist").unlink(missing_ok=True)
+        (conf_dir / "10-fastiov-artifact.conflist").unlink(missing_ok=True)
+        _reset_mode(itb, live.socket)
+
+
+@needs_build_inputs
+@pytest.mark.slow
+def test_the_real_host_containerd_config_is_read_by_containerd_1_3_with_the_originals_settings(itb, tmp_path):
+    import tomllib
+
+    from fastiov_lib.testbeds.fastiov_host.runtime_config import render_containerd_config
+    from fastiov_lib.config import load_testbed
+
+    host = load_testbed(REPO_ROOT / "testbeds" / "fastiov-e810.example.yaml")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(render_containerd_config(host.fastiov))
+    dump = subprocess.run([str(instrumented.ensure_built(itb)), "--config", str(cfg), "config", "dump"],
+                          capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    data = tomllib.loads(dump.stdout)
+    cri = data["plugins"]["io.containerd.grpc.v1.cri"]
+    assert data["oom_score"] == 0 and cri["stats_collect_period"] == 10 and cri["restrict_oom_score_adj"] is False
+    assert cri["cni"]["max_conf_num"] == 1 and cri["cni"]["conf_dir"] == "/etc/cni/net.d"
+    assert cri["containerd"]["runtimes"]["kata"]["runtime_type"] == "io.containerd.kata3.v2"
+
+
+@needs_local_testbed
+@needs_build_inputs
+@pytest.mark.slow
+def test_the_real_hosts_pod_images_are_built_from_c_and_imported_without_a_registry(itb, live, tmp_path):
+    from fastiov_lib.config import load_testbed
+    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
+    from fastiov_lib.testbeds.fastiov_host.build.pod_images import POD_IMAGES, pod_images_component
+
+    host = load_testbed(REPO_ROOT / "testbeds" / "fastiov-e810.example.yaml",
+                        overrides={"allow_host_changes": True, "fastiov.containerd_socket": str(live.socket)})
+    builder = Builder(host, components=[pod_images_component()], build_dir=tmp_path / "bd", root=Path("/"))
+    rows = builder.apply()
+    assert [(r["step"], r["status"]) for r in rows] == [("build", "done"), ("install", "done")]
+    with CriClient(live.socket, api="v1alpha2", timeout_s=30) as cri:
+        assert all(cri.image_present(ref) for ref in POD_IMAGES.values())
+    assert [r["status"] for r in builder.apply()] == ["skipped (stamp)", "skipped (stamp)"]

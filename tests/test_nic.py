@@ -139,7 +139,7 @@ def test_nic_apply_on_a_testbed_records_timings_in_the_run_dir(tmp_path):
     assert [len(r.vfs) for r in reports] == [8, 8]
     lines = [json.loads(x) for x in (run / nic.NIC_RECORDS_FILE).read_text().splitlines()]
     hp = lines[0]
-    assert hp["event"] == "hugepages" and hp["requested"] == 32768 and hp["got"] == 20000 and hp["ok"] is False
+    assert hp["event"] == "hugepages" and hp["requested"] == 51200 and hp["got"] == 20000 and hp["ok"] is False
     assert sum(1 for x in lines if x["event"] == "create_vfs") == 2
     assert {x["pf"] for x in lines if x["event"] == "bind_vf"} == {PF0, PF1}
     nic.nic_release(tb.fastiov, root, tb.allow_host_changes, run, writer=FakeSysfs(root))
@@ -194,4 +194,4 @@ def test_real_host_notebook_steps_act_on_a_fake_fastiov_host(tmp_path):
     assert len(tables["result"][tables["result"]["vf"] != ""]) == 8
     assert set(tables["result"]["driver"][tables["result"]["vf"] != ""]) == {"vfio-pci"}
     assert (tables["plan_summary"]["writes"].sum() == len(tables["plan"])) and len(tables["timings"]) >= 10
-    assert steps.host_step(session)["summary"]["checks"].tolist() == [27, 0, 0]
+    assert steps.host_step(session)["summary"]["checks"].tolist() == [29, 0, 0]

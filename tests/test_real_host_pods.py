@@ -35,7 +35,7 @@ def test_pods_are_named_like_the_original_one_based_with_three_digits(tmp_path):
 
 def test_default_tenants_give_one_pod_per_tenant_as_the_original_at_200(tmp_path):
     backend = backend_for(load_testbed(EXAMPLE))
-    spec = backend.sweep_plan(load_profile("smoke"), "startup").specs[0]
+    spec = backend.campaign_specs(load_profile("smoke"), "startup")[0]
     assert spec.tenants == 200
     pods = _pods(tmp_path, "vanilla", 200, tenants=spec.tenants)
     assert pods[0].name == "sandbox-001-001" and pods[-1].name == "sandbox-200-001"

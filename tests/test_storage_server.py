@@ -107,5 +107,5 @@ def test_workload_program_downloads_and_hashes_like_python(tmp_path):
         missing = subprocess.run([str(binary), host, str(port), "/download/nope"], capture_output=True,
                                  text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == f"bytes={info.size_bytes} fnv1a64={info.fnv1a64} http=200"
+    assert ok.stdout.strip().startswith(f"bytes={info.size_bytes} fnv1a64={info.fnv1a64} http=200 function=download-hash ")
     assert missing.returncode == 4 and "http=404" in missing.stdout

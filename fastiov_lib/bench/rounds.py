@@ -132,6 +132,9 @@ def run_round(target: PodTarget, cri: CriClient, runner: AsyncRunner, run: RunDi
         records.put(None)
         writer_thread.join()
         bar.close()
+        if not stop.is_set():
+            info.sandbox_pids = sandbox_pids(cri, [r.sandbox_id for r in done if r.sandbox_id],
+                                             min(target.rpc_timeout_s, 10.0))
         info.leftovers = _clean_round(target, cri, info)
         info.wall_ns = time.monotonic_ns() - t_round
         info.counts = {}
@@ -263,7 +266,8 @@ async def _run_workload(pod: _Pod, target: PodTarget, acri: AsyncCriClient, sand
                         left: Callable[[], float], stop: threading.Event) -> tuple[str, str | None]:
     rec = pod.record
     spec = ContainerSpec(name="workload", image=target.images["workload"],
-                         args=[app["host"], str(app["port"]), app["path"]], log_path="workload.log",
+                         args=[app["host"], str(app["port"]), app["path"], app.get("function", "download-hash")],
+                         log_path="workload.log",
                          labels={BENCH_LABEL: "bench"})
     cid = await acri.create_container(sandbox_id, spec, pod.config, timeout_s=left(), cancel=stop)
     await acri.start_container(cid, timeout_s=left(), cancel=stop)
@@ -281,7 +285,7 @@ async def _run_workload(pod: _Pod, target: PodTarget, acri: AsyncCriClient, sand
     output = _last_log_line(Path(pod.spec.log_directory) / "workload.log")
     rec["extra"].update({"container_id": cid, "exit_code": st.exit_code, "started_at_wall_ns": st.started_at_ns,
                          "finished_at_wall_ns": st.finished_at_ns, "workload_output": output,
-                         "file_mb": app["file_mb"]})
+                         "file_mb": app["file_mb"], "app": app.get("function", "download-hash")})
     rec["extra"].update(_parse_workload_output(output))
     if st.exit_code != 0:
         return "failed", f"workload exited with {st.exit_code}: {output or st.reason}"
@@ -313,6 +317,29 @@ def _parse_workload_output(line: str) -> dict[str, Any]:
             out["fnv1a64"] = value
         elif key == "http" and value.isdigit():
             out["http_status"] = int(value)
+        elif key == "result":
+            out["function_result"] = value
+        elif key == "compute_ms":
+            try:
+                out["compute_ms"] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def sandbox_pids(cri: CriClient, sandbox_ids: list[str], timeout_s: float) -> dict[str, int]:
+    """The pid each sandbox's runtime reports (QEMU's under kata), asked once the round's pods are
+    all done, so the queries add nothing to what was measured; sandboxes that report none are left out."""
+    out: dict[str, int] = {}
+    for sid in sandbox_ids:
+        try:
+            pid = cri.sandbox_pid(sid, timeout_s)
+        except (CriUnavailable, CriTimeout):
+            break  # the runtime is gone or stuck: the other sandboxes would not answer either
+        except CriError:
+            continue
+        if pid is not None:
+            out[sid] = pid
     return out
 
 

@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from fastiov_lib.config import load_testbed
     from fastiov_lib.hw.host_steps import HostChangesNotAllowed
-    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder, BuildError, format_build_plan
+    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
+    from fastiov_lib.testbeds.fastiov_host.build.components import BuildError
+    from fastiov_lib.testbeds.fastiov_host.build.plan_format import format_build_plan
     from fastiov_lib.testbeds.fastiov_host.build.manifest import ManifestError
 
     tb = load_testbed(args.testbed)

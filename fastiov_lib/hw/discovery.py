@@ -3,7 +3,9 @@ that refuse a NIC carrying the host's traffic (stdlib only: also runs inside the
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Iterable
 
@@ -181,8 +183,23 @@ def global_ipv6(root: Path) -> dict[str, list[str]]:
     return out
 
 
-def guard_problems(root: Path, pf: str, num_vfs: int, netdevs: Iterable[str] = ()) -> list[str]:
-    """Reasons to refuse touching `pf` (empty when it is safe): the guards, checked before writing."""
+def route_network(route: Route) -> IPv4Network | None:
+    """The destination network of a proc/net/route line (its hex fields are little-endian), or None."""
+    try:
+        dest = IPv4Address(struct.pack("<I", int(route.destination, 16)))
+        mask = IPv4Address(struct.pack("<I", int(route.mask, 16)))
+        return IPv4Network(f"{dest}/{mask}", strict=False)
+    except (ValueError, struct.error):
+        return None
+
+
+def guard_problems(root: Path, pf: str, num_vfs: int, netdevs: Iterable[str] = (),
+                   allowed: Iterable[IPv4Network] = ()) -> list[str]:
+    """Reasons to refuse touching `pf` (empty when it is safe): the guards, checked before writing.
+
+    A route into one of the `allowed` networks is not a problem (the app test's storage address on
+    the pods' own subnet, which the artifact itself puts on a PF)."""
+    allowed = list(allowed)
     try:
         info = describe_pf(root, pf)
     except NicError as exc:
@@ -199,7 +216,8 @@ def guard_problems(root: Path, pf: str, num_vfs: int, netdevs: Iterable[str] = (
         if any(r.iface == name and r.destination == "00000000" and r.mask == "00000000" for r in routes):
             problems.append(f"{pf}: its interface {name} carries the default route "
                             f"(proc/net/route); creating VFs can cut this host off the network")
-        elif any(r.iface == name for r in routes):
+        elif any(r.iface == name and not any((net := route_network(r)) is not None and net.subnet_of(a)
+                                             for a in allowed) for r in routes):
             problems.append(f"{pf}: its interface {name} has an IPv4 address in use (a route in proc/net/route)")
         if name in v6:
             problems.append(f"{pf}: its interface {name} has a global IPv6 address in use (proc/net/if_inet6)")

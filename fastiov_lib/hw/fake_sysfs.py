@@ -62,21 +62,22 @@ class FakeHostSpec:
     addressed_netdevs: tuple[str, ...] = ()  # extra interfaces with an IPv4 address (a link route)
     ipv6_netdevs: tuple[str, ...] = ()  # interfaces with a global IPv6 address
     memory_kb: int = 263_000_000
+    cgroup: str = "v2"  # v2 (unified), v1 (a cpuset hierarchy) or none
     binaries: dict[str, str] = field(default_factory=lambda: {
         "usr/local/bin/containerd": "containerd github.com/containerd/containerd v1.3.10-fastiov 0000000",
         "opt/kata3/bin/kata-runtime": "kata-runtime  : 3.0.2\n   commit   : fastiov\n   OCI specs: 1.0.2",
         "opt/kata3/bin/containerd-shim-kata-v2": "containerd-shim-kata-v2 3.0.2",
-        "opt/kata3/bin/qemu-system-x86_64": "QEMU emulator version 6.2.0\nCopyright (c) 2003-2021",
+        "opt/kata3/bin/qemu-system-x86_64-fastiov": "QEMU emulator version 6.2.0\nCopyright (c) 2003-2021",
         "opt/kata3/bin/qemu-system-x86_64-noskip": "QEMU emulator version 6.2.0\nCopyright (c) 2003-2021",
         "opt/cni/bin/fastiov": "fastiov CNI plugin",
     })
     links: dict[str, str] = field(default_factory=lambda: {
         "usr/local/bin/containerd-shim-kata3-v2": "/opt/kata3/bin/containerd-shim-kata-v2"})
     data_files: tuple[str, ...] = (
-        "usr/share/kata-containers/vmlinuz-5.19.2-96",
-        "opt/kata3/share/kata-containers/vmlinux-5.19.2-96",
-        "opt/kata3/share/kata-containers/kata-containers.img",
-        "opt/kata3/share/kata-containers/kata-containers-e810-sync.img",
+        "opt/kata3/share/fastiov-artifact/vmlinuz-5.19.2-96-fastiov",
+        "opt/kata3/share/fastiov-artifact/vmlinuz-5.19.2-96-vanilla",
+        "opt/kata3/share/fastiov-artifact/kata-containers-async.img",
+        "opt/kata3/share/fastiov-artifact/kata-containers-e810-sync.img",
     )
     configs: bool = True  # fake_host.build_fake_host deploys the runtime configs (containerd, kata, CNI, crictl)
     kata_overrides: dict[str, object] = field(default_factory=dict)  # [hypervisor.qemu] keys to change
@@ -113,6 +114,12 @@ def build_fake_tree(root: Path, spec: FakeHostSpec | None = None) -> Path:
         for i in range(2)))
     _write(root / "proc/cmdline", spec.cmdline + "\n")
     _write(root / "proc/sys/kernel/osrelease", spec.kernel_release + "\n")
+    if spec.cgroup == "v2":  # the unified hierarchy's root files (what startup_cpus reads and writes)
+        _write(root / "sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory hugetlb pids\n")
+        _write(root / "sys/fs/cgroup/cgroup.subtree_control", "cpu memory pids\n")
+    elif spec.cgroup == "v1":
+        _write(root / "sys/fs/cgroup/cpuset/cpuset.cpus", "0-111\n")
+        _write(root / "sys/fs/cgroup/cpuset/cpuset.mems", "0-1\n")
     _write(root / "proc/modules", "".join(f"{m} 16384 0 - Live 0x0000000000000000\n" for m in spec.modules))
     _write(root / "proc/meminfo", f"MemTotal:       {spec.memory_kb} kB\nHugepagesize:       2048 kB\n")
     route_dev = spec.default_route_netdev or spec.mgmt_netdev

@@ -30,7 +30,8 @@ def build_step(session: Session) -> dict[str, pd.DataFrame]:
 
     Keys: summary, plan, manifest, patches, done.
     """
-    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder, plan_summary
+    from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
+    from fastiov_lib.testbeds.fastiov_host.build.plan_format import plan_summary
     from fastiov_lib.testbeds.fastiov_host.build.manifest import manifest_table
 
     done = session.backend.build(session.run)["done"]

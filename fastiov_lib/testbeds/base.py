@@ -48,13 +48,29 @@ class PodTarget:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """One sweep the runner performs: these variants at these concurrency levels, `repeats` times."""
+    """One sweep the runner performs: these variants at these concurrency levels, `repeats` times.
+
+    All variants of one spec run on the same booted host kernel (`kernel`, None = whatever runs):
+    rounds may be interleaved within a spec, never across specs of different kernels."""
 
     experiment: str
     variants: tuple[str, ...]
     concurrency: tuple[int, ...]
     repeats: int
     tenants: int = 1
+    kernel: str | None = None
+    functions: tuple[str, ...] = ()  # app test: the serverless functions, one sweep each
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """A host kernel a campaign boots: what it is, how the booted one is recognised, how to get into it."""
+
+    name: str
+    description: str
+    recognised_by: str
+    how_to_boot: tuple[str, ...]  # the steps between boots, in order
+    in_place: bool = False  # switched without a reboot (e.g. a module swap in a rehearsal)
 
 
 @dataclass
@@ -79,6 +95,10 @@ class BackendError(RuntimeError):
     """A back end cannot do what it was asked (the testbed is not up, a component failed, a setting is
     wrong); the message says which and what to do. Every back end's errors derive from it, so the
     runner, the notebooks and the commands catch this one class."""
+
+
+class WrongKernel(BackendError):
+    """A variant was asked for on a host kernel it is not measured on; names both."""
 
 
 class NoPodsOnTestbed(BackendError):
@@ -156,6 +176,54 @@ class TestbedBackend(ABC):
     def app_endpoint(self, network: str | None) -> AppEndpoint:
         """Where the app test's storage server listens on this testbed."""
         raise NoPodsOnTestbed(self.no_pods_reason())
+
+    # ---- the host kernels of a campaign (a real host measures vanilla and FastIOV on different boots)
+    def campaign_specs(self, profile: "Profile", experiment: str) -> list[SweepSpec]:
+        """Every sweep of `experiment` over all boots (sweep_plan gives the booted kernel's share)."""
+        return self.sweep_plan(profile, experiment).specs  # type: ignore[arg-type]
+
+    def kernels(self) -> dict[str, KernelInfo]:
+        """The host kernels variants need, by name ({}: every variant runs on whatever kernel runs)."""
+        return {}
+
+    def kernel_for_variant(self, variant: str) -> str | None:
+        """The kernel a variant is measured on (None: any)."""
+        return None
+
+    def booted_kernel(self) -> str | None:
+        """Which of `kernels()` runs now (None: none of them, or the testbed has none)."""
+        return None
+
+    def kernel_release(self) -> str:
+        """The release of the kernel pods run on (recorded with every round)."""
+        import platform
+
+        return platform.release()
+
+    def check_kernel(self, variants: Sequence[str]) -> None:
+        """WrongKernel unless every variant's kernel is the booted one."""
+        booted = self.booted_kernel()
+        for v in variants:
+            need = self.kernel_for_variant(v)
+            if need is not None and need != booted:
+                info = self.kernels().get(need)
+                raise WrongKernel(
+                    f"variant {v!r} is measured on the {need} kernel ({info.description if info else need}); "
+                    f"this host runs {self.kernel_release() or 'an unknown kernel'}"
+                    f" ({'the ' + booted + ' kernel' if booted else 'neither kernel of the campaign'}); "
+                    f"reboot as `fastiov-artifact campaign plan` says, then continue the same run directory")
+
+    def round_needs(self, experiment: str, variant: str, concurrency: int) -> dict[str, int]:
+        """What one round needs from the host (e.g. hugepages_2m, vfs)."""
+        return {}
+
+    def capacity(self, live: bool = False) -> dict[str, int]:
+        """What the host offers against round_needs: as the testbed file sets it up, or (live) as it is now."""
+        return {}
+
+    def estimated_round_s(self, experiment: str, variant: str, concurrency: int) -> float:
+        """A rough wall time of one round, for the campaign plan (not a measurement)."""
+        return 5.0 + 0.05 * concurrency
 
     def no_pods_reason(self) -> str:
         """Why this testbed starts no pods ("" where it does)."""

@@ -1,8 +1,11 @@
-"""The record every readiness check returns (host checks, local testbed probes)."""
+"""The record every readiness check returns (host checks, local testbed probes), and the host probes they share."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Iterable, Literal
+
+from fastiov_lib import sh
 
 CheckStatus = Literal["pass", "warn", "fail"]
 
@@ -42,3 +45,43 @@ def format_checks(checks: Iterable[Check]) -> str:
             line += f"\n      {'':<{width}}  fix: {c.fix}"
         lines.append(line)
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ host probes (below a root path: / or a fake tree)
+
+def under(root: Path, path: str | Path) -> Path:
+    """`path` (absolute on the host) below `root`."""
+    return Path(root) / str(path).lstrip("/")
+
+
+def read_text(path: Path) -> str | None:
+    """A file's text, or None when it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def version_of(binary: Path, args: list[str]) -> str | None:
+    """The first line a binary prints for `args` (e.g. --version), or None when it cannot say."""
+    try:
+        res = sh.run([str(binary), *args], timeout=10, check=False)
+    except (sh.CommandError, OSError):
+        return None
+    text = (res.stdout or res.stderr).strip()
+    return text.splitlines()[0].strip() if res.returncode == 0 and text else None
+
+
+def module_loaded(root: Path, name: str) -> bool:
+    """A module is there if /sys/module/<name> exists (also for built-ins) or /proc/modules lists it."""
+    if under(root, f"sys/module/{name}").is_dir():
+        return True
+    text = read_text(under(root, "proc/modules")) or ""
+    return any(line.split(" ", 1)[0] == name for line in text.splitlines())
+
+
+def check_kvm_device(root: Path) -> Check:
+    """/dev/kvm is there (hardware virtualisation usable)."""
+    if under(root, "dev/kvm").exists():
+        return Check("kvm.device", "pass", "/dev/kvm present")
+    return Check("kvm.device", "fail", "/dev/kvm missing", "modprobe kvm_intel (or kvm_amd)")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from fastiov_lib.config import Profile
 from fastiov_lib.run.rundir import RunDir
-from fastiov_lib.testbeds.base import AppEndpoint, PodTarget, SweepPlan, SweepSpec, Tables, TestbedBackend
+from fastiov_lib.testbeds.base import AppEndpoint, KernelInfo, PodTarget, SweepPlan, SweepSpec, Tables, TestbedBackend
 from fastiov_lib.testbeds.checks import Check
 from fastiov_lib.testbeds.base import BackendError
 
@@ -79,7 +79,7 @@ class FastiovHostBackend(TestbedBackend):
         return nic_plan(self.testbed.fastiov, self.testbed.sys_root)
 
     def pod_target(self, variants: Sequence[str], concurrency: Sequence[int]) -> PodTarget:
-        from fastiov_lib.testbeds.fastiov_host.runtime_config import VARIANTS
+        from fastiov_lib.testbeds.fastiov_host.runtime_config import SANDBOX_IMAGE, VARIANTS, WORKLOAD_IMAGE
 
         fs = self.testbed.fastiov
         handler = self.testbed.runtime_handler
@@ -89,7 +89,7 @@ class FastiovHostBackend(TestbedBackend):
             rpc_timeout_s=fs.rpc_timeout_s, pod_log_root=Path(fs.build_dir).parent / "fastiov-pod-logs",
             handler=lambda v: handler, network=net,
             host_network=lambda v: net(v) == "host",  # the original's no-network baseline: no CNI call at all
-            reachable=lambda v: False, images={"workload": "fastiov.local/fiov-workload:1"},
+            reachable=lambda v: False, images={"workload": WORKLOAD_IMAGE, "pause": SANDBOX_IMAGE},
             pod_name=original_pod_name,
         )
 
@@ -104,20 +104,71 @@ class FastiovHostBackend(TestbedBackend):
 
         return RealHostRoundHooks(self.testbed)
 
+    # ---- the campaign: which variant on which kernel (kernels.py), what a round needs
+    def kernels(self) -> dict[str, KernelInfo]:
+        from fastiov_lib.testbeds.fastiov_host.kernels import kernel_infos
+
+        return kernel_infos(self.testbed.fastiov)
+
+    def kernel_for_variant(self, variant: str) -> str | None:
+        from fastiov_lib.testbeds.fastiov_host.kernels import kernel_for_variant
+        from fastiov_lib.testbeds.fastiov_host.runtime_config import VARIANTS
+
+        return kernel_for_variant(VARIANTS[variant].host_kernel) if variant in VARIANTS else None
+
+    def booted_kernel(self) -> str | None:
+        from fastiov_lib.testbeds.fastiov_host.kernels import booted_kernel
+
+        return booted_kernel(self.testbed.fastiov, Path(self.testbed.sys_root))
+
+    def kernel_release(self) -> str:
+        from fastiov_lib.testbeds.fastiov_host.kernels import kernel_release
+
+        return kernel_release(Path(self.testbed.sys_root))
+
+    def round_needs(self, experiment: str, variant: str, concurrency: int) -> dict[str, int]:
+        from fastiov_lib.testbeds.fastiov_host.campaign_needs import round_needs
+
+        return round_needs(self.testbed.fastiov, variant, concurrency)
+
+    def capacity(self, live: bool = False) -> dict[str, int]:
+        from fastiov_lib.testbeds.fastiov_host.campaign_needs import capacity
+
+        return capacity(self.testbed.fastiov, Path(self.testbed.sys_root) if live else None)
+
+    def estimated_round_s(self, experiment: str, variant: str, concurrency: int) -> float:
+        from fastiov_lib.testbeds.fastiov_host.campaign_needs import estimated_round_s
+
+        return estimated_round_s(self.testbed.fastiov, experiment, variant, concurrency)
+
+    def campaign_specs(self, profile: Profile, experiment: str) -> list[SweepSpec]:
+        from fastiov_lib.testbeds.fastiov_host.campaign_needs import profile_specs
+
+        return profile_specs(profile, experiment, self.kernel_for_variant, self.testbed.fastiov.tenants)
+
     def sweep_plan(self, profile: Profile, experiment: str) -> SweepPlan:
-        if experiment == "startup":
-            levels, repeats, variants = profile.concurrency, profile.repeats, profile.variants
-        elif experiment == "ablation":
-            levels, repeats, variants = profile.ablation_concurrency, profile.repeats, profile.variants
-        else:
-            levels, repeats, variants = profile.app_concurrency, profile.app_repeats, ["fastiov"]
-        return SweepPlan([SweepSpec(experiment, tuple(variants), tuple(levels), repeats,
-                                    tenants=self.testbed.fastiov.tenants)])
+        """The booted kernel's share of the profile's sweeps; the other boot's rounds are named in `notes`."""
+        specs = self.campaign_specs(profile, experiment)
+        booted = self.booted_kernel()
+        if booted is None and specs:
+            raise FastiovHostError(
+                f"this host runs {self.kernel_release() or 'an unknown kernel'}, neither kernel of the campaign "
+                f"(stock: *{self.testbed.fastiov.stock_kernel_suffix}, patched: "
+                f"*{self.testbed.fastiov.expected_kernel_suffix}); see `fastiov-artifact campaign plan`")
+        mine = [s for s in specs if s.kernel in (None, booted)]
+        later = [s for s in specs if s.kernel not in (None, booted)]
+        notes = []
+        for s in later:
+            rounds = len(s.concurrency) * s.repeats * len(s.variants) * max(1, len(s.functions))
+            notes.append(f"{rounds} {s.experiment} rounds of {', '.join(s.variants)} need the {s.kernel} kernel: "
+                         f"after rebooting into it, continue this run directory (campaign plan shows the steps)")
+        return SweepPlan(mine, notes)
 
     def app_endpoint(self, network: str | None) -> AppEndpoint:
         fs = self.testbed.fastiov
         if not fs.storage_interface:
             raise FastiovHostError(f"testbed {self.name!r}: fastiov.storage_interface is not set; the app test "
                                    "needs the address the pods reach the storage server at")
-        return AppEndpoint(_interface_address(fs.storage_interface), fs.storage_port,
-                           Path(fs.build_dir).parent / "fastiov-storage", network or self.default_variant)
+        host = str(fs.storage_address.ip) if fs.storage_address is not None else _interface_address(fs.storage_interface)
+        return AppEndpoint(host, fs.storage_port, Path(fs.build_dir).parent / "fastiov-storage",
+                           network or self.default_variant)

@@ -1,7 +1,7 @@
 """What a set-up FastIOV host has beyond sysfs, written into a generated fake tree.
 
 The component directories, a guest kernel config with the Intel VF driver built in, libcurl's
-headers and a Go toolchain: the things `host-check` looks for, so a healthy fake host passes.
+headers, a Go toolchain and the kernel build's tools and headers: the things `host-check` looks for, so a healthy fake host passes.
 """
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def write_host_extras(root: Path, testbed: Testbed) -> None:
     curl = _under(root, "usr/include/x86_64-linux-gnu/curl/curl.h")
     curl.parent.mkdir(parents=True, exist_ok=True)
     curl.write_text("/* fake header of a generated host tree */\n")
+    from fastiov_lib.testbeds.fastiov_host.host_checks import KERNEL_BUILD_HEADERS, KERNEL_BUILD_TOOLS
+
+    for rel in [f"usr/bin/{tool}" for tool in KERNEL_BUILD_TOOLS] + list(KERNEL_BUILD_HEADERS):
+        _under(root, rel).parent.mkdir(parents=True, exist_ok=True)
+        _under(root, rel).write_text("# fake file of a generated host tree\n")
     go = _under(root, "usr/lib/go-1.19/bin/go")
     go.parent.mkdir(parents=True, exist_ok=True)
     go.write_text(FAKE_GO)

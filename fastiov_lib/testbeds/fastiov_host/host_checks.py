@@ -9,43 +9,28 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fastiov_lib.testbeds.checks import Check
+from fastiov_lib.testbeds.checks import Check, check_kvm_device, module_loaded, read_text, under, version_of
 from fastiov_lib.config import FastiovHostSettings, Testbed
 
 REQUIRED_MODULES = ("vfio", "vfio_pci", "vfio_iommu_type1")
 
 
-def _p(root: Path, path: str | Path) -> Path:
-    return Path(root) / str(path).lstrip("/")
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
 
 
-def _version_of(binary: Path, args: list[str]) -> str | None:
-    try:
-        res = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = (res.stdout or res.stderr).strip()
-    return text.splitlines()[0].strip() if res.returncode == 0 and text else None
 
 
 # ------------------------------------------------------------------ generic checks
 
 def check_cpu_virtualisation(root: Path) -> Check:
-    text = _read(_p(root, "proc/cpuinfo")) or ""
+    text = read_text(under(root, "proc/cpuinfo")) or ""
     flags = set()
     for line in text.splitlines():
         if line.startswith("flags"):
@@ -57,21 +42,17 @@ def check_cpu_virtualisation(root: Path) -> Check:
                  "enable Intel VT-x / AMD-V in the firmware set-up")
 
 
-def check_kvm_device(root: Path) -> Check:
-    if _p(root, "dev/kvm").exists():
-        return Check("kvm.device", "pass", "/dev/kvm present")
-    return Check("kvm.device", "fail", "/dev/kvm missing", "modprobe kvm_intel (or kvm_amd)")
 
 
 def check_iommu_cmdline(root: Path) -> Check:
-    cmdline = (_read(_p(root, "proc/cmdline")) or "").split()
+    cmdline = (read_text(under(root, "proc/cmdline")) or "").split()
     on = [a for a in cmdline if a in ("intel_iommu=on", "amd_iommu=on")]
     off = [a for a in cmdline if a in ("intel_iommu=off", "amd_iommu=off", "iommu=off")]
     if on and not off:
         extra = " with iommu=pt" if "iommu=pt" in cmdline else " (iommu=pt not set: host DMA is translated too)"
         return Check("iommu.cmdline", "pass" if "iommu=pt" in cmdline else "warn", f"{on[0]}{extra}",
                      "" if "iommu=pt" in cmdline else "add iommu=pt to the kernel command line")
-    d = _p(root, "sys/class/iommu")
+    d = under(root, "sys/class/iommu")
     if not off and d.is_dir() and os.listdir(d):
         return Check("iommu.cmdline", "warn", "no intel_iommu=on/amd_iommu=on, but an IOMMU is active "
                      "(kernel default)", "add intel_iommu=on iommu=pt to be explicit")
@@ -80,7 +61,7 @@ def check_iommu_cmdline(root: Path) -> Check:
 
 
 def check_iommu_active(root: Path) -> Check:
-    d = _p(root, "sys/class/iommu")
+    d = under(root, "sys/class/iommu")
     units = sorted(os.listdir(d)) if d.is_dir() else []
     if units:
         return Check("iommu.active", "pass", f"{len(units)} IOMMU unit(s): {', '.join(units[:4])}")
@@ -89,7 +70,7 @@ def check_iommu_active(root: Path) -> Check:
 
 
 def check_kernel_release(root: Path, suffix: str) -> Check:
-    release = (_read(_p(root, "proc/sys/kernel/osrelease")) or "").strip()
+    release = (read_text(under(root, "proc/sys/kernel/osrelease")) or "").strip()
     if release.endswith(suffix):
         return Check("kernel.release", "pass", f"{release} (patched FastIOV host kernel)")
     if release.startswith("6.4"):
@@ -100,7 +81,7 @@ def check_kernel_release(root: Path, suffix: str) -> Check:
 
 
 def check_hugepages(root: Path, wanted: int) -> Check:
-    nr = (_read(_p(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")) or "").strip()
+    nr = (read_text(under(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")) or "").strip()
     if not nr.isdigit():
         return Check("hugepages.2m", "fail", "no 2 MiB hugepage pool in sysfs", "a kernel with HUGETLBFS")
     n = int(nr)
@@ -111,12 +92,6 @@ def check_hugepages(root: Path, wanted: int) -> Check:
                  "fastiov-artifact nic apply (reserves them), or echo N > .../nr_hugepages")
 
 
-def module_loaded(root: Path, name: str) -> bool:
-    """A module is there if /sys/module/<name> exists (also for built-ins) or /proc/modules lists it."""
-    if _p(root, f"sys/module/{name}").is_dir():
-        return True
-    text = _read(_p(root, "proc/modules")) or ""
-    return any(line.split(" ", 1)[0] == name for line in text.splitlines())
 
 
 def check_modules(root: Path) -> list[Check]:
@@ -131,7 +106,7 @@ def check_modules(root: Path) -> list[Check]:
 
 def check_fastiov_module(root: Path, s: FastiovHostSettings) -> Check:
     loaded = module_loaded(root, "fastiov")
-    node = _p(root, s.fastiov_device).exists()
+    node = under(root, s.fastiov_device).exists()
     if loaded and node:
         return Check("module.fastiov", "pass", f"loaded, {s.fastiov_device} present")
     if s.fastiov_module_path is None:
@@ -144,7 +119,7 @@ def check_fastiov_module(root: Path, s: FastiovHostSettings) -> Check:
 def _binary_check(name: str, path: Path, shown: Path, args: list[str], expect: str, fix: str) -> Check:
     if not path.exists():
         return Check(name, "fail", f"{shown} missing", fix)
-    version = _version_of(path, args)
+    version = version_of(path, args)
     if version is None:
         return Check(name, "fail", f"{shown} does not run with {' '.join(args)}", fix)
     if not re.search(expect, version):
@@ -155,37 +130,39 @@ def _binary_check(name: str, path: Path, shown: Path, args: list[str], expect: s
 def check_runtimes(root: Path, s: FastiovHostSettings) -> list[Check]:
     shim3 = Path("/usr/local/bin/containerd-shim-kata3-v2")
     out = [
-        _binary_check("binary.containerd", _p(root, "/usr/local/bin/containerd"), Path("/usr/local/bin/containerd"),
+        _binary_check("binary.containerd", under(root, "/usr/local/bin/containerd"), Path("/usr/local/bin/containerd"),
                       ["--version"], r"v1\.3\.", "build component containerd (release/1.3 + timing patch)"),
-        _binary_check("binary.kata-runtime", _p(root, s.kata_prefix / "bin/kata-runtime"),
+        _binary_check("binary.kata-runtime", under(root, s.kata_prefix / "bin/kata-runtime"),
                       s.kata_prefix / "bin/kata-runtime", ["--version"], r"\b3\.\d", "build component kata"),
-        _binary_check("binary.qemu-fastiov", _p(root, s.qemu_fastiov), s.qemu_fastiov, ["--version"],
+        _binary_check("binary.qemu-fastiov", under(root, s.qemu_fastiov), s.qemu_fastiov, ["--version"],
                       r"version 6\.2\.0", "build component qemu (or the authors' prebuilt binary)"),
-        _binary_check("binary.qemu-vanilla", _p(root, s.qemu_vanilla), s.qemu_vanilla, ["--version"],
+        _binary_check("binary.qemu-vanilla", under(root, s.qemu_vanilla), s.qemu_vanilla, ["--version"],
                       r"version 6\.2\.0", "build component qemu-noskip (or the authors' prebuilt -noskip)"),
     ]
-    shim = _p(root, s.kata_prefix / "bin/containerd-shim-kata-v2")
-    link = _p(root, shim3)
+    shim = under(root, s.kata_prefix / "bin/containerd-shim-kata-v2")
+    link = under(root, shim3)
     if shim.exists() and (link.exists() or link.is_symlink()):
         out.append(Check("binary.kata-shim", "pass", f"{shim3} -> {os.readlink(link) if link.is_symlink() else 'file'}"))
     else:
         out.append(Check("binary.kata-shim", "fail", f"{shim3} or {s.kata_prefix}/bin/containerd-shim-kata-v2 missing",
                          "build components kata-static and kata"))
-    cni = _p(root, s.cni_bin_dir / "fastiov")
+    cni = under(root, s.cni_bin_dir / "fastiov")
     out.append(Check("binary.fastiov-cni", "pass" if cni.exists() else "fail",
                      f"{s.cni_bin_dir / 'fastiov'} {'present' if cni.exists() else 'missing'}",
                      "" if cni.exists() else "build component fastiov-cni"))
     missing = [str(p) for p in (s.guest_kernel_fastiov, s.guest_kernel_vanilla, s.image_async, s.image_sync)
-               if not _p(root, p).exists()]
+               if not under(root, p).exists()]
     out.append(Check("guest.files", "warn" if missing else "pass",
                      f"missing: {', '.join(missing)}" if missing else "guest kernels and images present",
-                     "build components guest-kernel/guest-image, or use the authors' prebuilt files"
-                     if missing else ""))
+                     "build components guest-kernel, guest-kernel-vanilla and guest-image (needs docker and "
+                     "internet: the agent's crates); the synchronous baseline image cannot be built (its agent "
+                     "change is not published): copy the authors' kata-containers-e810-sync.img to "
+                     f"{s.image_sync}" if missing else ""))
     return out
 
 
 def _toml(root: Path, path: Path) -> tuple[dict[str, Any] | None, str]:
-    text = _read(_p(root, path))
+    text = read_text(under(root, path))
     if text is None:
         return None, f"{path} missing"
     try:
@@ -239,7 +216,7 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
         if model not in ("none", "tcfilter"):
             wrong.append(f"runtime.internetworking_model = {model!r} (want 'none' for passthrough or 'tcfilter')")
         missing = [f"hypervisor.qemu.{k} -> {q.get(k)} (missing)" for k in ("path", "kernel", "image")
-                   if not q.get(k) or not _p(root, q[k]).exists()]
+                   if not q.get(k) or not under(root, q[k]).exists()]
         if wrong:
             out.append(Check("config.kata", "fail", "; ".join(wrong), "fastiov-artifact variant set NAME"))
         elif missing:
@@ -250,12 +227,8 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
             tb = Testbed(name="host-check", kind="fastiov", sys_root=root, fastiov=s)
             active = show_variant(tb, root)["matches"]
             out.append(Check("config.kata", "pass", f"{s.kata_config}: keys set, variant {active or 'custom'}"))
-    conf_dir = _p(root, s.cni_conf_dir)
-    lists = sorted(p.name for p in conf_dir.glob("*.conflist")) if conf_dir.is_dir() else []
-    out.append(Check("config.cni", "pass" if lists else "fail",
-                     f"{s.cni_conf_dir}: {', '.join(lists)}" if lists else f"no conflist in {s.cni_conf_dir}",
-                     "" if lists else fix_deploy))
-    text = _read(_p(root, s.crictl_config))
+    out.append(check_cni_conf_dir(root, s))
+    text = read_text(under(root, s.crictl_config))
     try:
         endpoint = (yaml.safe_load(text) or {}).get("runtime-endpoint") if text else None
     except yaml.YAMLError:
@@ -267,18 +240,59 @@ def check_configs(root: Path, s: FastiovHostSettings) -> list[Check]:
     return out
 
 
+def check_cni_conf_dir(root: Path, s: FastiovHostSettings) -> Check:
+    """The artifact's conflist must be the first network config: containerd 1.3 loads only that one."""
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import conf_files
+    from fastiov_lib.testbeds.fastiov_host.runtime_config import CNI_CONFLIST
+
+    files = conf_files(under(root, s.cni_conf_dir))
+    ours = s.cni_conf_dir / CNI_CONFLIST
+    if not files:
+        return Check("config.cni", "fail", f"no network config in {s.cni_conf_dir}",
+                     "fastiov-artifact variant set NAME (writes the variant's conflist)")
+    if files[0].name == CNI_CONFLIST:
+        later = f" ({len(files) - 1} later file(s) never loaded)" if len(files) > 1 else ""
+        return Check("config.cni", "pass", f"{ours} is the first network config: containerd loads it{later}")
+    first = s.cni_conf_dir / files[0].name
+    has_ours = any(f.name == CNI_CONFLIST for f in files)
+    return Check("config.cni", "fail",
+                 f"{first} sorts before {CNI_CONFLIST}" if has_ours else f"{ours} missing; containerd loads {first}",
+                 f"containerd 1.3 loads only the first network config: `fastiov-artifact variant set NAME` moves "
+                 f"{files[0].name} to {s.cni_conf_dir / 'oldconfs'} (restorable with `variant restore-cni`)")
+
+
 # ------------------------------------------------------------------ what the original's components need
 
 def check_component_dirs(root: Path, s: FastiovHostSettings) -> Check:
     """The directories the patched components hard-code (they exit or lose records without them)."""
     from fastiov_lib.testbeds.fastiov_host.log_dirs import component_dirs
 
-    missing = [str(d) for d, _ in component_dirs(s) if not _p(root, d).is_dir()]
+    missing = [str(d) for d, _ in component_dirs(s) if not under(root, d).is_dir()]
     if not missing:
         return Check("dirs.components", "pass", f"{len(component_dirs(s))} component directories present "
                      f"({s.pod_test_dir}, the cnicmp log dirs, the QEMU timeline dir)")
     return Check("dirs.components", "warn", f"missing: {', '.join(missing)}",
                  "the benchmark's run set-up creates them (allow_host_changes), or mkdir -p them")
+
+
+def check_pod_images(s: FastiovHostSettings) -> Check:
+    """The sandbox and workload images must be in containerd already: an offline host cannot pull them."""
+    from fastiov_lib.cri import CriClient, CriError
+    from fastiov_lib.testbeds.fastiov_host.build.pod_images import POD_IMAGES
+
+    fix = "fastiov-artifact build apply --component pod-images (builds them from C and imports them)"
+    if not s.containerd_socket.exists():
+        return Check("images.pods", "warn", f"{s.containerd_socket} absent: containerd not running, images not "
+                     "checked", fix)
+    try:
+        with CriClient(s.containerd_socket, api="auto", timeout_s=10) as cri:
+            missing = [ref for ref in POD_IMAGES.values() if not cri.image_present(ref)]
+    except CriError as exc:
+        return Check("images.pods", "fail", f"{s.containerd_socket}: CRI does not answer ({exc})",
+                     "systemctl restart containerd")
+    if missing:
+        return Check("images.pods", "fail", f"not in containerd: {', '.join(missing)} (round 1 would pull)", fix)
+    return Check("images.pods", "pass", f"{', '.join(POD_IMAGES.values())} in containerd (no pull before a pod)")
 
 
 def check_barrier_port(s: FastiovHostSettings) -> Check:
@@ -293,9 +307,11 @@ def check_barrier_port(s: FastiovHostSettings) -> Check:
 
 def _guest_kernel_configs(root: Path, s: FastiovHostSettings) -> list[Path]:
     if s.guest_kernel_config is not None:
-        return [_p(root, s.guest_kernel_config)]
-    dirs = {_p(root, k).parent for k in (s.guest_kernel_fastiov, s.guest_kernel_vanilla)}
-    return sorted(p for d in dirs if d.is_dir() for p in d.glob("config-*"))
+        return [under(root, s.guest_kernel_config)]
+    kernels = (s.guest_kernel_fastiov, s.guest_kernel_vanilla)
+    beside = [under(root, f"{k}.config") for k in kernels]  # what the artifact's guest-kernel builds install
+    dirs = {under(root, k).parent for k in kernels}
+    return [p for p in beside if p.is_file()] + sorted(p for d in dirs if d.is_dir() for p in d.glob("config-*"))
 
 
 def check_guest_vf_driver(root: Path, s: FastiovHostSettings) -> Check:
@@ -304,7 +320,7 @@ def check_guest_vf_driver(root: Path, s: FastiovHostSettings) -> Check:
            "vmlinux-5.19.2-96-virtio-intelIce; kata's default fragments have no iavf")
     configs = [c for c in _guest_kernel_configs(root, s) if c.is_file()]
     for cfg in configs:
-        m = re.search(r"^CONFIG_IAVF=(\w)", _read(cfg) or "", re.M)
+        m = re.search(r"^CONFIG_IAVF=(\w)", read_text(cfg) or "", re.M)
         if m and m[1] == "y":
             return Check("guest.vf-driver", "pass", f"{cfg.name}: CONFIG_IAVF=y")
         if m and m[1] == "m":
@@ -312,7 +328,7 @@ def check_guest_vf_driver(root: Path, s: FastiovHostSettings) -> Check:
     if configs:
         return Check("guest.vf-driver", "fail", f"{configs[0].name}: no CONFIG_IAVF: the agent waits 10 s for eth0", fix)
     for k in (s.guest_kernel_vanilla, s.guest_kernel_fastiov):  # an uncompressed vmlinux names its drivers
-        p = _p(root, k)
+        p = under(root, k)
         try:
             with open(p, "rb") as fh:
                 head = fh.read(4)
@@ -329,7 +345,7 @@ def check_guest_vf_driver(root: Path, s: FastiovHostSettings) -> Check:
 
 def check_libcurl_headers(root: Path) -> Check:
     """The patched QEMU's hw/vfio/cni_logger.c includes curl: its build needs libcurl's headers."""
-    found = [p for p in [_p(root, "usr/include/curl/curl.h"), *_p(root, "usr/include").glob("*/curl/curl.h")]
+    found = [p for p in [under(root, "usr/include/curl/curl.h"), *under(root, "usr/include").glob("*/curl/curl.h")]
              if p.is_file()]
     if found:
         return Check("build.libcurl", "pass", f"{found[0]} present (QEMU's timing logger links libcurl)")
@@ -337,14 +353,30 @@ def check_libcurl_headers(root: Path) -> Check:
                  "apt-get install libcurl4-openssl-dev")
 
 
+KERNEL_BUILD_TOOLS = {"flex": "flex", "bison": "bison", "bc": "bc", "pahole": "dwarves"}
+KERNEL_BUILD_HEADERS = {"usr/include/gelf.h": "libelf-dev", "usr/include/openssl/opensslv.h": "libssl-dev"}
+
+
+def check_kernel_build_deps(root: Path) -> Check:
+    """What building the two host kernels needs beyond a compiler (Debian package names in the fix)."""
+    missing = [pkg for tool, pkg in KERNEL_BUILD_TOOLS.items()
+               if not (under(root, f"usr/bin/{tool}").exists() or (Path(root) == Path("/") and shutil.which(tool)))]
+    missing += [pkg for header, pkg in KERNEL_BUILD_HEADERS.items() if not under(root, header).is_file()]
+    if not missing:
+        return Check("build.kernel-deps", "pass", "flex, bison, bc, pahole, libelf and OpenSSL headers present "
+                                                  "(the host kernels build)")
+    return Check("build.kernel-deps", "warn", f"missing for the host kernel builds: {', '.join(missing)}",
+                 f"apt-get install {' '.join(missing)} (only needed for build components linux and linux-vanilla)")
+
+
 def check_go(root: Path) -> Check:
     """Go for the containerd, kata runtime and fastiov-cni builds (Debian's 1.19 builds all three)."""
-    cands = sorted(_p(root, "usr/lib").glob("go-*/bin/go")) + [_p(root, "usr/local/go/bin/go")]
+    cands = sorted(under(root, "usr/lib").glob("go-*/bin/go")) + [under(root, "usr/local/go/bin/go")]
     if Path(root) == Path("/") and shutil.which("go"):
         cands.insert(0, Path(shutil.which("go")))
     for go in cands:
         if go.exists():
-            version = _version_of(go, ["version"]) or ""
+            version = version_of(go, ["version"]) or ""
             m = re.search(r"go(\d+)\.(\d+)", version)
             if m and (int(m[1]), int(m[2])) >= (1, 19):
                 return Check("build.go", "pass", f"{go}: {version}")
@@ -378,49 +410,13 @@ def fastiov_host_checks(testbed: Testbed, root: Path | None = None) -> list[Chec
     checks.append(check_fastiov_module(root, s))
     checks += check_runtimes(root, s)
     checks += check_configs(root, s)
+    from fastiov_lib.testbeds.fastiov_host.runtime_config import CNI_SUBNET
+    from fastiov_lib.testbeds.fastiov_host.storage_address import check_storage_address
+
+    checks.append(check_storage_address(s, CNI_SUBNET))
+    if Path(root) == Path("/"):  # asks the running containerd: only on the host itself, never on a tree
+        checks.append(check_pod_images(s))
     checks += [check_component_dirs(root, s), check_barrier_port(s), check_guest_vf_driver(root, s),
-               check_libcurl_headers(root), check_go(root), check_vf_devset_change(root)]
+               check_libcurl_headers(root), check_go(root), check_kernel_build_deps(root),
+               check_vf_devset_change(root)]
     return checks
-
-
-def vsriov_host_checks(testbed: Testbed) -> list[Check]:
-    """What a QEMU/TCG virtual SR-IOV host needs from this machine (no KVM or IOMMU required)."""
-    v = testbed.vsriov
-    root = Path(testbed.sys_root)
-    out = []
-    qemu = shutil.which(v.qemu_bin) if not os.path.isabs(v.qemu_bin) else v.qemu_bin
-    if qemu and Path(qemu).exists():
-        version = _version_of(Path(qemu), ["--version"]) or "unknown version"
-        m = re.search(r"version (\d+)\.", version)
-        major = int(m[1]) if m else 0
-        out.append(Check("vsriov.qemu", "pass", f"{qemu}: {version}"))
-        if v.device == "nvme" or major >= 8:
-            device = "nvme" if v.device == "nvme" else "igb"
-            out.append(Check("vsriov.device", "pass", f"SR-IOV device model {device} with the system QEMU {major}"))
-        else:
-            out.append(Check("vsriov.device", "warn" if v.device == "igb" else "pass",
-                             f"system QEMU {major} has no igb: the set-up fetches bookworm-backports' QEMU "
-                             f"into {v.work_dir}" + ("" if v.device == "igb" else ", else it uses nvme"),
-                             "allow the vsriov set-up to download from Debian backports" if v.device == "igb" else ""))
-    else:
-        out.append(Check("vsriov.qemu", "fail", f"{v.qemu_bin} not found", "apt-get install qemu-system-x86"))
-    meminfo = _read(_p(root, "proc/meminfo")) or ""
-    m = re.search(r"MemAvailable:\s+(\d+)", meminfo)
-    avail_mb = int(m[1]) // 1024 if m else 0
-    need = v.guest_memory_mb + 512
-    out.append(Check("vsriov.memory", "pass" if avail_mb >= need else "warn",
-                     f"{avail_mb} MiB available, guest needs {v.guest_memory_mb} MiB",
-                     "" if avail_mb >= need else "lower vsriov.guest_memory_mb or free memory"))
-    try:  # the vsriov module knows which host tools its set-up needs
-        from fastiov_lib.testbeds.vsriov.testbed import missing_host_tools
-
-        missing = missing_host_tools(v)
-        out.append(Check("vsriov.tools", "warn" if missing else "pass",
-                         "missing: " + ", ".join(t for t, _ in missing) if missing else "set-up tools present",
-                         "apt-get install " + " ".join(sorted({p for _, p in missing})) if missing else ""))
-    except ImportError:
-        pass
-    kvm = check_kvm_device(root)
-    out.append(Check("vsriov.accel", "pass", "TCG software emulation (KVM " +
-                     ("present, not required)" if kvm.status == "pass" else "absent, not required)")))
-    return out

@@ -3,9 +3,12 @@
 Before the first round (`start`, also called by the first `before_round`): create the directories
 the components hard-code (`log_dirs`), start the barrier server the patched kata runtime calls,
 restart containerd once (as the original, once per script), and note how far every component log
-already reaches. Before each round: switch the kata variant if the round asks for another one,
-remove leftover `cni-*` network namespaces and host-local IPAM state, restart containerd only if
-`containerd_restart_per_round`, `dmesg -C`. After each round: wait `log_settle_s`, copy what each
+already reaches. Before each round: switch the variant if the round asks for another one (kata
+keys, the variant's conflist, network configs sorting before it moved aside; on the first round
+before the restart, so containerd starts with it), remove leftover `cni-*` network namespaces and
+host-local IPAM state, restart containerd only if `containerd_restart_per_round`, make containerd
+reload its CNI config (CRI Status: 1.3 reloads only at start and on Status) and check that the
+network it loaded is the variant's (the round stops otherwise), `dmesg -C`. After each round: wait `log_settle_s`, copy what each
 component appended to its `cnicmp-*.log` files during the round into
 `<run>/logs/<round>/<component>_logs/` (slices, never moving a file a daemon still writes), the
 same for QEMU's timelines into `<run>/logs/<round>/qemu/` with the clock offset that turns their
@@ -18,7 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fastiov_lib import sh
 from fastiov_lib.config import Testbed
@@ -91,7 +94,8 @@ class RealHostRoundHooks:
 
     def __init__(self, testbed: Testbed, root: Path | None = None, netns_prefix: str = "cni-",
                  dmesg_cmd: tuple[str, ...] = ("dmesg",), dmesg_clear_cmd: tuple[str, ...] = ("dmesg", "-C"),
-                 socket_timeout_s: float = 60.0, barrier_host: str = "127.0.0.1"):
+                 socket_timeout_s: float = 60.0, barrier_host: str = "127.0.0.1",
+                 reload_cni: Callable[[str], str] | None = None):
         if testbed.fastiov is None:
             raise ValueError(f"testbed {testbed.name!r} has no 'fastiov:' section")
         self.testbed = testbed
@@ -102,7 +106,10 @@ class RealHostRoundHooks:
         self.dmesg_clear_cmd = tuple(dmesg_clear_cmd)
         self.socket_timeout_s = socket_timeout_s
         self.barrier_host = barrier_host
+        # conflist text -> name of the network containerd loaded (CniConfError if another one)
+        self.reload_cni = reload_cni or self._reload_and_verify
         self.barrier = None
+        self.storage_address_added = False
         self.started = False
         self.active_variant: str | None = None
         self._dmesg_lines = 0
@@ -126,12 +133,33 @@ class RealHostRoundHooks:
              "target": f"{self.barrier_host}:{s.barrier_port}",
              "why": "the patched kata runtime GETs /barrierVM before every sandbox and fails it otherwise"},
         ]
+        if s.storage_address is not None and s.storage_interface:
+            rows.append({"when": "before run", "action": f"ip addr add {s.storage_address} (if missing)",
+                         "target": s.storage_interface,
+                         "why": "the app test's storage server on the pods' subnet; removed after the run if added"})
+        if s.startup_cpus:
+            from fastiov_lib.testbeds.fastiov_host.startup_cpus import OVERHEAD_CGROUP, cpu_range
+
+            rows.append({"when": "before run", "action": f"cpuset.cpus = {cpu_range(s.startup_cpus)}",
+                         "target": f"cgroup {OVERHEAD_CGROUP}",
+                         "why": "kata's pod overhead on the first CPUs (the original's set_startup_cpu.sh)"})
         if not s.containerd_restart_per_round:
             rows.append({"when": "before run", "action": restart, "target": "containerd",
                          "why": "a fresh containerd once per run, as the original's scripts"})
+        rows[len(component_dirs(s)):len(component_dirs(s))] = [
+            {"when": "before run", "action": "variant set <first round's variant>",
+             "target": f"{s.kata_config}, {s.cni_conf_dir}",
+             "why": "written before the restart, so containerd 1.3 starts with the variant's conflist"}]
         rows += [
             {"when": "before round", "action": "variant set <round variant>", "target": str(s.kata_config),
              "why": "kata TOML keys of the round's variant (tomlkit, backup, read back)"},
+            {"when": "before round", "action": "move aside network configs sorting first",
+             "target": f"{s.cni_conf_dir}/oldconfs/",
+             "why": "containerd 1.3 loads only the first network config (as the original: oldconfs/)"},
+            {"when": "before round", "action": "CRI Status (verbose): reload and read cniconfig",
+             "target": str(s.containerd_socket),
+             "why": "containerd 1.3 reloads CNI config only at start/Status; the round stops unless "
+                    "the loaded network is the variant's conflist"},
             {"when": "before round", "action": f"ip netns delete {self.netns_prefix}*", "target": "network namespaces",
              "why": "leftover pod namespaces of the previous round"},
             {"when": "before round", "action": "remove IP reservations", "target": str(s.cni_ipam_dir),
@@ -155,6 +183,9 @@ class RealHostRoundHooks:
                      "why": "VFIO open/reset lines -> logs/<round>/dmesg-vfio.log"})
         rows.append({"when": "after run", "action": "stop barrier server", "target": f"{self.barrier_host}:{s.barrier_port}",
                      "why": "always, also when the run fails or is interrupted (the engine's finally)"})
+        if s.storage_address is not None and s.storage_interface:
+            rows.append({"when": "after run", "action": f"ip addr del {s.storage_address} (if the run added it)",
+                         "target": s.storage_interface, "why": "only what the artifact added is removed"})
         return rows
 
     # -- run
@@ -177,6 +208,15 @@ class RealHostRoundHooks:
 
         done["vf_devset"] = vf_devset_fact(self.root).as_dict()  # the report says what it means
         try:
+            if self.s.storage_address is not None and self.s.storage_interface:
+                from fastiov_lib.testbeds.fastiov_host.storage_address import ensure_storage_address
+
+                self.storage_address_added = ensure_storage_address(self.s)
+                done["storage_address"] = {"address": str(self.s.storage_address), "added": self.storage_address_added}
+            if self.s.startup_cpus:
+                from fastiov_lib.testbeds.fastiov_host.startup_cpus import confine_overhead
+
+                done["startup_cpus"] = confine_overhead(self.root, self.s.startup_cpus)
             if not self.s.containerd_restart_per_round:
                 done["containerd_restart_s"] = self.restart_containerd()
             for slicer in [*self._slicers.values(), *([self._qemu] if self._qemu else [])]:
@@ -186,7 +226,28 @@ class RealHostRoundHooks:
             raise
         if run is not None:
             _write_json(Path(run.logs_dir) / RUN_SETUP_FILE, done)
+            self.record_boot(run)
         return done
+
+    def record_boot(self, run: Any) -> None:
+        """Add this boot (campaign kernel, release, boot id) to run.json's `boots`: a campaign's run
+        directory is continued after a reboot, and its figures name every kernel that measured."""
+        from fastiov_lib.testbeds.fastiov_host.kernels import booted_kernel, kernel_release
+
+        update = getattr(run, "update_record", None)
+        if update is None:
+            return
+        try:
+            boot_id = (self.root / "proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot_id = ""
+        boots = list(run.read_run_info().get("boots") or [])
+        if not any(b.get("boot_id") == boot_id and b.get("release") == kernel_release(self.root) for b in boots):
+            import datetime as _dt
+
+            boots.append({"kernel": booted_kernel(self.s, self.root), "release": kernel_release(self.root),
+                          "boot_id": boot_id, "first_round_at": _dt.datetime.now(_dt.timezone.utc).isoformat()})
+            update(boots=boots)
 
     def close(self) -> dict[str, Any]:
         """Stop the barrier server (idempotent); returns its final counters."""
@@ -194,6 +255,11 @@ class RealHostRoundHooks:
         if self.barrier is not None:
             self.barrier.stop()
             stats = self.barrier.stats()
+        if self.storage_address_added:  # only what this run added
+            from fastiov_lib.testbeds.fastiov_host.storage_address import remove_storage_address
+
+            remove_storage_address(self.s)
+            self.storage_address_added = False
         self.started = False
         return stats
 
@@ -201,19 +267,24 @@ class RealHostRoundHooks:
     def before_round(self, round_info: Any, run: Any) -> None:
         require_host_changes(self.testbed.allow_host_changes, "benchmark round clean-up",
                              str(self.testbed.source_path or ""))
-        self.start(run)
         variant = getattr(round_info, "variant", None)
         done: dict[str, Any] = {}
         from fastiov_lib.testbeds.fastiov_host import runtime_config
 
+        # the variant's files first: the run's one containerd restart (start) then loads its conflist
         if variant in runtime_config.VARIANTS and variant != self.active_variant:
             res = runtime_config.set_variant(self.testbed, variant, Path(run.path), self.root)
             self.active_variant = variant
-            done["variant"] = {"name": variant, "changes": len(res.changes), "warnings": res.warnings}
+            done["variant"] = {"name": variant, "changes": len(res.changes), "warnings": res.warnings,
+                               "conflist_changed": res.conflist_changed, "moved_aside": res.moved_aside}
+        self.start(run)
         done["netns_removed"] = self.remove_leftover_netns()
         done["ipam_removed"] = self.clear_ipam_state()
         if self.s.containerd_restart_per_round:
             done["containerd_restart_s"] = self.restart_containerd()
+        if variant in runtime_config.VARIANTS:
+            text = runtime_config.render_conflist(self.s, runtime_config.get_variant(variant).network)
+            done["cni_network"] = self.reload_cni(text)  # raises unless containerd loaded the variant's
         if self.s.dmesg_clear:
             done["dmesg_cleared"] = self._run_ok(self.dmesg_clear_cmd)
             self._dmesg_lines = 0 if done["dmesg_cleared"] else len(self._dmesg_vfio())
@@ -223,6 +294,13 @@ class RealHostRoundHooks:
         extra = getattr(round_info, "extra", None)
         if isinstance(extra, dict):
             extra["before_round"] = done
+
+    def _reload_and_verify(self, conflist_text: str) -> str:
+        from fastiov_lib.testbeds.fastiov_host.cni_conf import reload_and_verify
+
+        api = "v1alpha2" if self.testbed.cri_api == "auto" else self.testbed.cri_api
+        return reload_and_verify(self.s.containerd_socket, api, conflist_text,  # the socket pods are started on
+                                 _under(self.root, self.s.cni_conf_dir), timeout_s=self.socket_timeout_s)
 
     def remove_leftover_netns(self) -> list[str]:
         """Delete network namespaces named <prefix>* (ip netns delete); returns their names."""

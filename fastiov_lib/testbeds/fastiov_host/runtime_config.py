@@ -28,7 +28,8 @@ from fastiov_lib.testbeds.base import BackendError
 KataKey = tuple[str, ...]  # ("hypervisor", "qemu", "path")
 VARIANT_FILE = "variant.json"
 CNI_CONFLIST = "10-fastiov-artifact.conflist"
-SANDBOX_IMAGE = "registry.k8s.io/pause:3.8"
+SANDBOX_IMAGE = "fastiov.local/fiov-pause:1"  # built from C and imported (build component pod-images): no pull
+WORKLOAD_IMAGE = "fastiov.local/fiov-workload:1"  # the app test's functions, the same way
 CNI_SUBNET = "10.88.0.0/16"
 MAX_TX_RATE = 4000  # Mbit/s per VF, as in the original conflist
 
@@ -102,7 +103,10 @@ def kata_keys(variant: Variant, s: FastiovHostSettings) -> dict[KataKey, Any]:
         # with hugepages; the original's base file has them off, its fastiov file on
         ("hypervisor", "qemu", "enable_hugepages"): variant.qemu == "fastiov",
         ("runtime", "internetworking_model"): "tcfilter" if variant.network == "ipvtap" else "none",
-        ("runtime", "disable_new_netns"): variant.network != "ipvtap",
+        # true makes kata skip its network set-up altogether (Sandbox.createNetwork returns at once), so the
+        # FastIOV endpoint never sees fastiov-cni's dummy eth0 and QEMU gets no VF (found by the rehearsal);
+        # the original's fastiov file leaves it unset (false). Only host-network pods have nothing to set up.
+        ("runtime", "disable_new_netns"): variant.network == "host",
     }
     return keys
 
@@ -285,7 +289,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def deploy_steps(testbed: Testbed, root: Path | None = None, variant: str = "fastiov") -> list[Step]:
-    """The config deployment as a step: one write per file (skipped when already identical)."""
+    """The config deployment as steps: one write per file (skipped when already identical), then
+    every network config that would shadow the artifact's conflist moved aside (cni_conf)."""
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import move_aside_step
+
     root = Path(root or testbed.sys_root)
     actions = []
     for path, text in rendered_configs(testbed, root, variant).items():
@@ -295,7 +302,7 @@ def deploy_steps(testbed: Testbed, root: Path | None = None, variant: str = "fas
             perform=lambda p=path, t=text: _write_atomic(p, t),
             is_done=lambda p=path, t=text: p.is_file() and p.read_text() == t,
             backup=path))
-    return [Step("runtime configs", actions)]
+    return [Step("runtime configs", actions), move_aside_step(_settings(testbed), root, CNI_CONFLIST)]
 
 
 def deploy_configs(testbed: Testbed, root: Path | None = None, backup_dir: Path | None = None,
@@ -321,6 +328,8 @@ class VariantResult:
     kata_config: str
     changes: list[dict[str, Any]] = field(default_factory=list)
     conflist: str = ""
+    conflist_changed: bool = False  # containerd must reload its CNI config before the next pod
+    moved_aside: list[str] = field(default_factory=list)  # conf files that sorted before ours
     backup_dir: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -368,6 +377,9 @@ def plan_variant(testbed: Testbed, name: str, root: Path | None = None) -> list[
     if not conf.is_file() or conf.read_text() != text:
         rows.append({"step": f"variant {name}", "action": "write", "target": str(conf),
                      "value": f"{variant.network} conflist", "why": "pod network of this variant"})
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import move_aside_step
+
+    rows += [{**r, "step": f"variant {name}"} for r in move_aside_step(s, root, CNI_CONFLIST).plan()]
     return rows
 
 
@@ -387,7 +399,13 @@ def set_variant(testbed: Testbed, name: str, run_path: Path | None = None, root:
     if not conf.is_file() or conf.read_text() != text:
         backup_file(conf, backup_dir)
         _write_atomic(conf, text)
+        result.conflist_changed = True
     result.conflist = str(conf)
+    from fastiov_lib.testbeds.fastiov_host.cni_conf import move_aside_step
+
+    moves = move_aside_step(s, root, CNI_CONFLIST)
+    moves.apply(True, backup_dir)
+    result.moved_aside = [a.target for a in moves.actions]
     result.warnings = variant_warnings(testbed, variant, root)
     if run_path is not None:
         record_variant(Path(run_path), result)

@@ -161,7 +161,7 @@ class LocalBackend(ExampleRealHost, TestbedBackend):
             return plan
         if experiment == "app":
             return SweepPlan([SweepSpec("app", (profile.bench_network,), tuple(profile.app_concurrency),
-                                        profile.app_repeats)])
+                                        profile.app_repeats, functions=tuple(profile.app_functions))])
         return self._ablation_plan(profile)
 
     def _ablation_plan(self, profile: Profile) -> SweepPlan:

@@ -1,8 +1,8 @@
 """The paper's instrumented containerd (release/1.3 + 0001-containerd.patch) on the local testbed.
 
 Selected by `local.containerd: instrumented`. 01_build builds it with the real host's Builder (same
-manifest pins, same fetch/verify/patch/build steps; `local` scope, so the artifact's per-pod-netns
-fix 0003 is applied and the real host's 0002 is not) into `<work_dir>/build`, and installs its
+manifest pins, same fetch/verify/patch/build steps, the same patch series as the real host: the
+artifact's per-pod-netns fix 0003 and 0002's tenant args, inert here) into `<work_dir>/build`, and installs its
 binaries into `<work_dir>/build/bin` (`local.build_dir` moves both). It runs in a mount namespace of its own
 (mountns.py) so its hard-coded record path `/home/cni/cnicmp_logs/containerd_logs/tmp/` is
 `<work_dir>/home/...`. Its CRI speaks v1alpha2 only and its config is containerd 1.3's (version 1)
@@ -89,7 +89,7 @@ def _claim_work_dir(testbed: Testbed) -> None:
 
 def build(testbed: Testbed, run_path: Path | None = None) -> list[dict[str, Any]]:
     """Build (or reuse: stamped steps are skipped) the instrumented containerd; one row per step."""
-    from fastiov_lib.testbeds.fastiov_host.build.builder import BuildError
+    from fastiov_lib.testbeds.fastiov_host.build.components import BuildError
     from fastiov_lib.testbeds.fastiov_host.build.manifest import ManifestError
 
     _claim_work_dir(testbed)
@@ -132,7 +132,8 @@ def provenance(testbed: Testbed) -> dict[str, Any]:
                        "from": f"offline archive in {src} (tree id verified)" if src else "upstream git"},
             "patches": patches, "toolchain": "Debian golang-1.19-go",
             "build_tags": "seccomp apparmor no_btrfs", "build_dir": str(build_dir(testbed)),
-            "note": "0001-containerd.patch is FastIOV's; 0003 is the artifact's own per-pod-netns fix (local only)"}
+            "note": "0001-containerd.patch is FastIOV's; 0002 (tenant args, inert without them in the conflist) "
+                    "and 0003 (a netns per pod) are the artifact's own, as on the real host"}
 
 
 # ------------------------------------------------------------------ config and process

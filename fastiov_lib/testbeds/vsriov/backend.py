@@ -17,7 +17,7 @@ class VsriovBackend(ExampleRealHost, TestbedBackend):
     baseline_variant = "none"
 
     def checks(self) -> list[Check]:
-        from fastiov_lib.testbeds.fastiov_host.host_checks import vsriov_host_checks
+        from fastiov_lib.testbeds.vsriov.checks import vsriov_host_checks
 
         return vsriov_host_checks(self.testbed)
 

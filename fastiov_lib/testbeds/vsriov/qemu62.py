@@ -52,7 +52,7 @@ def _builder(testbed: Testbed, run_path: Path | None, sources: Path | None):
     comps = [qemu_component(VARIANTS["fastiov"], "QEMU 6.2.0 with 0001-qemu.patch (kata.cfg options, TCG on)",
                             str(wd / "unused-install-target"), replace=TCG),
              qemu_component(VARIANTS["stock"], "QEMU 6.2.0 stock, same options", str(wd / "unused-install-target"),
-                            replace=TCG, patched=False)]
+                            replace=TCG, flavour="stock")]
     src = sources if sources is not None else (SOURCES_DIR if SOURCES_DIR.is_dir() else None)
     return Builder(testbed, run_path=run_path, components=comps, build_dir=wd, cache_dir=wd / "cache",
                    sources=src, root=wd / "root", scope="fastiov")

@@ -27,18 +27,8 @@ from typing import Any
 
 from fastiov_lib.config import FastiovHostSettings, Testbed
 from fastiov_lib.hw.host_steps import require_host_changes
-from fastiov_lib.testbeds.fastiov_host.build.components import (  # noqa: F401  (re-exported)
-    TOOLCHAIN_ROOTS,
-    BuildError,
-    Command,
-    Component,
-    SourceEdit,
-    cmd,
-    cni_bus_prefix,
-    fastiov_components,
-    set_cni_bus_prefix,
-    set_makefile_extraversion,
-)
+from fastiov_lib.testbeds.fastiov_host.build.component_table import fastiov_components
+from fastiov_lib.testbeds.fastiov_host.build.components import TOOLCHAIN_ROOTS, BuildError, Command, Component
 from fastiov_lib.testbeds.fastiov_host.build.manifest import (
     BinariesManifest,
     BinaryEntry,
@@ -48,9 +38,7 @@ from fastiov_lib.testbeds.fastiov_host.build.manifest import (
     load_binaries_manifest,
     load_patch_series,
 )
-from fastiov_lib.testbeds.fastiov_host.build.plan_format import format_build_plan, plan_summary  # noqa: F401
-
-from fastiov_lib.testbeds.fastiov_host.build.source_steps import SourceSteps, run_logged  # noqa: E402,F401
+from fastiov_lib.testbeds.fastiov_host.build.source_steps import SourceSteps, run_logged
 
 STEPS = ("fetch", "verify", "unpack", "patch", "configure", "build", "install")
 PROVENANCE_FILE = "build_provenance.json"
@@ -92,6 +80,7 @@ class BuildContext:
                 "kata_prefix": str(s.kata_prefix), "cni_bin_dir": str(s.cni_bin_dir),
                 "qemu_fastiov": str(s.qemu_fastiov), "qemu_vanilla": str(s.qemu_vanilla),
                 "guest_kernel_fastiov": str(s.guest_kernel_fastiov), "image_async": str(s.image_async),
+                "guest_kernel_vanilla": str(s.guest_kernel_vanilla), "image_sync": str(s.image_sync),
                 # the running kernel's config, resolved here rather than by a shell's $(uname -r)
                 "kernel_config": str(s.kernel_config or f"/boot/config-{os.uname().release}"),
                 "fastiov_module": str(s.fastiov_module_path or "")})
@@ -164,7 +153,8 @@ class Builder(SourceSteps):
         return self.manifest.get(comp.source) if comp.source else None
 
     def _patches(self, comp: Component) -> list[PatchEntry]:
-        return self.series.for_component(comp.name, self.scope)
+        names = comp.patch_components if comp.patch_components is not None else (comp.name,)
+        return [p for name in names for p in self.series.for_component(name, self.scope)]
 
     def _fetched_patches(self, comp: Component) -> list[PatchEntry]:
         return self._patches(comp) + [self.series.get(n) for n in comp.reads_patches]
@@ -212,6 +202,8 @@ class Builder(SourceSteps):
             parts.append([e.what + e.key(self.ctx) for e in comp.edits])
         parts.append([c.describe() for c in self._commands(comp, step)])
         parts.append(self._used_vars(comp, step))
+        if comp.stamp_facts is not None and step in ("configure", "build", "install"):
+            parts.append(comp.stamp_facts(self.ctx, step))
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _used_vars(self, comp: Component, step: str) -> list[tuple[str, str]]:
@@ -319,18 +311,38 @@ class Builder(SourceSteps):
             raise BuildError(f"unknown step {through!r}; steps: {', '.join(STEPS)}")
         comps = [self.component(n) for n in only] if only else self.components
         last = STEPS.index(through) if through else len(STEPS) - 1
+        waiting = self._wrong_kernel(comps, last, explicit=bool(only))
+        comps = [c for c in comps if c.name not in waiting]
         work = [(c, s) for c in comps for s in self._steps_of(c) if STEPS.index(s) <= last]
         # a real host's install changes the host; the local testbed installs into its own work dir
         if any(s == "install" for _, s in work) and self.scope == "fastiov":
             require_host_changes(self.testbed.allow_host_changes, "build install",
                                  str(self.testbed.source_path or ""))
-        results = []
+        results = [{"component": name, "step": "all", "status": f"skipped: {why}"} for name, why in waiting.items()]
         with tqdm(total=len(work), desc="build", unit="step") as bar:
             for comp, step in work:
                 bar.set_postfix_str(f"{comp.name}:{step}")
                 results.append(self._run_step(comp, step))
                 bar.update(1)
         return results
+
+    def _wrong_kernel(self, comps: list[Component], last: int, explicit: bool) -> dict[str, str]:
+        """Components whose build/install needs another booted kernel: name -> why (an error if asked for)."""
+        from fastiov_lib.testbeds.fastiov_host.kernels import booted_kernel, kernel_release
+
+        out = {}
+        for c in comps:
+            if c.needs_booted is None or self.ctx.settings is None or last < STEPS.index("configure"):
+                continue
+            booted = booted_kernel(self.ctx.settings, self.root)
+            if booted != c.needs_booted:
+                why = (f"needs the {c.needs_booted} kernel booted (this host runs "
+                       f"{kernel_release(self.root) or 'an unknown kernel'}); reboot into it, then "
+                       f"`build apply --component {c.name}`")
+                if explicit:
+                    raise BuildError(f"{c.name}: {why}")
+                out[c.name] = why
+        return out
 
     def _run_step(self, comp: Component, step: str) -> dict[str, Any]:
         if self._stamped(comp, step):

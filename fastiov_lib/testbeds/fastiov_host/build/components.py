@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from fastiov_lib.config import FastiovHostSettings
 from fastiov_lib.testbeds.base import BackendError
+from fastiov_lib.testbeds.checks import module_loaded
 
 PATCHES_DIR = Path(__file__).resolve().parents[4] / "patches"
 DEBIAN_GO = Path("/usr/lib/go-1.19")  # golang-1.19-go; its go.mod needs of kata 3.0.2 are met
@@ -91,6 +91,9 @@ class Component:
     strip_top: bool = True  # drop the archive's single top-level folder
     toolchain: str | None = None  # binaries_manifest entry of the toolchain (Debian's Go)
     reads_patches: tuple[str, ...] = ()  # patches fetched and verified but not applied (kata.cfg)
+    # the series components whose patches apply, in order (None: the component's own name); lets
+    # qemu-noskip take 0001-qemu.patch and then its own revert of the mem0 skip
+    patch_components: tuple[str, ...] | None = None
     unpack: tuple[Command, ...] = ()  # replaces the default unpack
     edits: tuple[SourceEdit, ...] = ()
     configure: tuple[Command, ...] = ()
@@ -98,6 +101,11 @@ class Component:
     install: tuple[Command, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     notes: str = ""
+    # the campaign kernel that must run for the build/install steps (the fastiov module is built against
+    # and loaded into the patched kernel): a full `build apply` skips the component on another kernel
+    needs_booted: str | None = None
+    # extra inputs of a step's stamp, e.g. the running kernel (a rebuilt module per kernel, a load per boot)
+    stamp_facts: Callable[[Any, str], str] | None = field(default=None, compare=False)
 
 
 # ------------------------------------------------------------------ hand edits as code
@@ -178,17 +186,65 @@ def configure_qemu(replace: dict[str, str] | None = None) -> Command:
 
 
 def load_fastiov_module(builder: "StepRunner", comp: Component, log: Any) -> str:
+    """insmod the fastiov module unless it is loaded already (its device node then present)."""
     settings = builder.ctx.settings
     module = settings.fastiov_module_path if settings else None
     if not module:
         raise BuildError("fastiov-module install: the testbed sets no fastiov.fastiov_module_path")
+    device = Path(builder.ctx.root) / str(settings.fastiov_device).lstrip("/")
+    if module_loaded(builder.ctx.root, "fastiov") and device.exists():
+        return f"fastiov already loaded; {settings.fastiov_device} present"
     builder.run_argv(comp, "install", ["insmod", str(module)], None, log)
-    if not settings.fastiov_device.exists():
+    if not device.exists():
         raise BuildError(f"fastiov-module install: {settings.fastiov_device} missing after insmod {module}")
     return f"insmod {module}; {settings.fastiov_device} present"
 
 
-def _deploy_runtime_configs(builder: "StepRunner", comp: Component, log: Any) -> str:
+def running_kernel_facts(ctx: Any, step: str) -> str:
+    """What a module's stamp depends on: the kernel it is built for (build), the boot it is loaded in (install)."""
+    root = Path(ctx.root)
+
+    def read(rel: str) -> str:
+        try:
+            return (root / rel).read_text().strip()
+        except OSError:
+            return ""
+
+    release = read("proc/sys/kernel/osrelease")
+    return f"{release} boot {read('proc/sys/kernel/random/boot_id')}" if step == "install" else release
+
+
+KATA_STATIC_TOP = "opt/kata"  # the release tarball's folder, moved to kata_prefix on install
+
+
+def kata_static_file(path: Path, kata_prefix: Path, kata_static_tree: Path) -> Path | None:
+    """The file of the unpacked kata-static release that installing to `path` would overwrite, if any."""
+    try:
+        rel = Path(path).relative_to(kata_prefix)
+    except ValueError:
+        return None
+    shipped = Path(kata_static_tree) / KATA_STATIC_TOP / rel
+    return shipped if shipped.exists() else None
+
+
+def keep_kata_static(target: str) -> Command:
+    """A check before an install: refuse a target that is one of kata-static's own files."""
+
+    def run(builder: "StepRunner", comp: Component, log: Any) -> str:
+        s = builder.ctx.settings
+        dest = Path(target.format(**builder.variables(comp)))
+        tree = builder.ctx.comp_dir("kata-static") / "src"
+        shipped = kata_static_file(dest, s.kata_prefix, tree) if s is not None else None
+        if shipped is not None:
+            raise BuildError(f"{comp.name} install: {dest} is kata-static's own file ({shipped}); give the "
+                             "artifact's file a name of its own in the testbed file")
+        return f"{dest}: not one of kata-static's files" + ("" if tree.is_dir() else " (kata-static not unpacked)")
+
+    return call(run, f"check that {target} is not a file of kata-static")
+
+
+def deploy_runtime_configs(builder: "StepRunner", comp: Component, log: Any) -> str:
+    """Deploy the runtime configs (containerd, kata, CNI, crictl) into the build's root, backed up."""
     from fastiov_lib.config import Testbed
     from fastiov_lib.testbeds.fastiov_host import runtime_config
 
@@ -196,119 +252,3 @@ def _deploy_runtime_configs(builder: "StepRunner", comp: Component, log: Any) ->
     tb = Testbed(name="build", kind="fastiov", allow_host_changes=True, sys_root=ctx.root, fastiov=ctx.settings)
     results = runtime_config.deploy_configs(tb, ctx.root, ctx.build_dir / "backups")
     return "\n".join(f"{r['status']}: {r['target']}" for r in results)
-
-
-# ------------------------------------------------------------------ the component table
-
-# everything Go writes stays in the component's build folder (no ~/.cache/go-build, no module cache)
-GO_ENV = (("PATH", "{go}/bin:/usr/local/bin:/usr/bin:/bin"), ("GOCACHE", "{build}/gocache"),
-          ("HOME", "{build}/home"), ("XDG_CACHE_HOME", "{build}/home/.cache"), ("GOPROXY", "off"),
-          ("GOTOOLCHAIN", "local"))
-
-
-def containerd_component(name: str = "containerd", version: str = "v1.3.10-fastiov",
-                         install_dir: str = "{root}/usr/local/bin") -> Component:
-    """containerd release/1.3 + the FastIOV timing logs, GOPATH layout, Debian's Go 1.19."""
-    return Component(
-        name, "containerd release/1.3 with FastIOV timing logs", "containerd-src",
-        subdir="gopath/src/github.com/containerd/containerd", toolchain="go1.19-debian",
-        env=GO_ENV + (("GO111MODULE", "off"), ("GOPATH", "{tree}/gopath"), ("GOFLAGS", "")),
-        # VERSION and REVISION given: the tree is not a git checkout, so `git describe` has nothing
-        build=(cmd("make", "binaries", f"BUILDTAGS={CONTAINERD_BUILDTAGS}", f"VERSION={version}",
-                   f"REVISION={CONTAINERD_COMMIT}"),),
-        install=(install_glob("bin/*", install_dir),))
-
-
-def qemu_component(name: str, description: str, target: str, replace: dict[str, str] | None = None,
-                   patched: bool = True) -> Component:
-    """QEMU 6.2.0 configured with kata.cfg's options (patched, or the stock noskip baseline)."""
-    return Component(name, description, "qemu-src", reads_patches=() if patched else ("0001-qemu.patch",),
-                     configure=(configure_qemu(replace),),
-                     build=(cmd("make", "-j{jobs}"),),
-                     install=(cmd("install", "-D", "-m", "0755", "build/qemu-system-x86_64", target),))
-
-
-def fastiov_components(settings: FastiovHostSettings) -> list[Component]:
-    """REFERENCE.md's component table as build components, in build order."""
-    return [
-        Component("cri-containerd-cni", "base framework: containerd 1.6.13 + runc + CNI + crictl, unpacked to /",
-                  "cri-containerd-cni", strip_top=False,
-                  install=(cmd("cp", "-a", "--no-preserve=ownership", ".", "{root}/"),)),
-        Component("kata-static", "Kata 3.1.3 static release in {kata_prefix}, shim linked as containerd-shim-kata3-v2",
-                  "kata-static", strip_top=False,
-                  install=(cmd("mkdir", "-p", "{root}{kata_prefix}"),
-                           cmd("cp", "-a", "opt/kata/.", "{root}{kata_prefix}/"),
-                           cmd("mkdir", "-p", "{root}/usr/local/bin"),
-                           cmd("ln", "-sfn", "{kata_prefix}/bin/containerd-shim-kata-v2",
-                               "{root}/usr/local/bin/containerd-shim-kata3-v2"))),
-        containerd_component(),
-        Component("kata", "kata runtime + shim (tag 3.0.2) with FastIOV changes; guest kernel fragment with iavf",
-                  "kata-src", toolchain="go1.19-debian",
-                  # -mod=vendor + GOPROXY=off: everything is vendored; the Go version check would download yq
-                  env=GO_ENV + (("GOPATH", "{build}/gopath"), ("GOFLAGS", "-mod=vendor")),
-                  edits=(SourceEdit("guest kernel fragment: Intel VF driver (iavf)", INTEL_VF_FRAGMENT,
-                                    intel_vf_fragment,
-                                    lambda ctx: (PATCHES_DIR / "kata-kernel-intel-vf.conf").read_text(),
-                                    create=True),),
-                  # on make's command line: src/runtime/Makefile assigns it empty, which beats the environment
-                  build=(cmd("make", "-C", "src/runtime", "SKIP_GO_VERSION_CHECK=1"),),
-                  install=(cmd("install", "-D", "-m", "0755", "src/runtime/containerd-shim-kata-v2",
-                               "{root}{kata_prefix}/bin/containerd-shim-kata-v2"),
-                           cmd("install", "-D", "-m", "0755", "src/runtime/kata-runtime",
-                               "{root}{kata_prefix}/bin/kata-runtime"))),
-        Component("linux", "host kernel v6.4-rc5 with decomposed VFIO locking (EXTRAVERSION -rc5test)", "linux-src",
-                  edits=(SourceEdit(f"Makefile: EXTRAVERSION = {settings.expected_kernel_suffix}", "Makefile",
-                                    lambda text, ctx: set_makefile_extraversion(text, ctx.settings.expected_kernel_suffix),
-                                    lambda ctx: ctx.settings.expected_kernel_suffix),),
-                  configure=(cmd("cp", "{kernel_config}", ".config"), cmd("make", "olddefconfig")),
-                  build=(cmd("make", "-j{jobs}", "bzImage", "modules"),),
-                  install=(cmd("make", "INSTALL_MOD_PATH={root}", "modules_install"),
-                           cmd("make", "INSTALL_PATH={root}/boot", "install")),
-                  notes="reboot into the -rc5test kernel afterwards (destructive: the host restarts)"),
-        Component("fastiov-module", "the fastiov kernel module (device node /dev/dev_fastiov)", None, tree_of="linux",
-                  build=(cmd("bash", "make_fastiov.sh"),),
-                  install=(call(load_fastiov_module, "insmod {fastiov_module}; check /dev/dev_fastiov"),),
-                  notes="after rebooting into the patched kernel; make_fastiov.sh comes with 0001-linux.patch"),
-        qemu_component("qemu", "QEMU 6.2.0 with the DMA-mapping skip, configured with the patch's kata.cfg",
-                       "{root}{qemu_fastiov}"),
-        qemu_component("qemu-noskip", "QEMU 6.2.0 without the FastIOV patch (vanilla baseline), same options",
-                       "{root}{qemu_vanilla}", patched=False),
-        Component("guest-kernel", "guest kernel 5.19.2 via kata's build-kernel.sh, virtio_ring pre-faulting, iavf",
-                  "guest-linux-src", tree_of="kata", work_subdir="tools/packaging/kernel",
-                  unpack=(cmd("cp", "{cache}/linux-5.19.2.tar.xz", "."),
-                          cmd("./build-kernel.sh", "-v", "5.19.2", "setup")),
-                  build=(cmd("./build-kernel.sh", "-v", "5.19.2", "build"),),
-                  install=(cmd("install", "-D", "-m", "0644", "kata-linux-5.19.2-96/arch/x86/boot/bzImage",
-                               "{root}{guest_kernel_fastiov}"),)),
-        Component("guest-image", "guest image with the FastIOV agent (async VF driver init); needs docker",
-                  None, tree_of="kata", work_subdir="tools/osbuilder",
-                  env=(("USE_DOCKER", "true"), ("SECCOMP", "false"), ("EXTRA_PKGS", "kmod netplan.io")),
-                  build=(cmd("./rootfs-builder/rootfs.sh", "-r", "{src}/ubuntu_rootfs", "ubuntu"),
-                         cmd("./image-builder/image_builder.sh", "./ubuntu_rootfs")),
-                  install=(cmd("install", "-D", "-m", "0644", "kata-containers.img", "{root}{image_async}"),)),
-        Component("fastiov-cni", "fastiov-cni plugin (Go), busPrefix from the testbed's PF", "fastiov-src",
-                  work_subdir="fastiov-cni", toolchain="go1.19-debian",
-                  env=GO_ENV + (("GOPATH", "{build}/gopath"),),
-                  edits=(SourceEdit(f"config-utils.go: busPrefix = \"{_safe_prefix(settings)}\"",
-                                    "fastiov/utils/config-utils.go",
-                                    lambda text, ctx: set_cni_bus_prefix(
-                                        text, cni_bus_prefix(list(ctx.settings.pfs)),
-                                        ctx.settings.vfs_per_pf * len(ctx.settings.pfs)),
-                                    lambda ctx: f"{_safe_prefix(ctx.settings)}/{ctx.settings.vfs_per_pf}"),),
-                  # its default make runs gofmt and a downloaded golangci-lint first; build only
-                  build=(cmd("go", "build", "-o", "build/fastiov", "./cmd/fastiov", GOPROXY="https://proxy.golang.org"),),
-                  install=(cmd("install", "-D", "-m", "0755", "build/fastiov", "{root}{cni_bin_dir}/fastiov"),
-                           cmd("ln", "-sfn", "fastiov", "{root}{cni_bin_dir}/fastiov-e810")),
-                  notes="the conflist's plugin type is fastiov-e810: a link to the fastiov binary; "
-                        "its Go modules are not vendored (needs the module proxy)"),
-        Component("runtime-configs", "containerd, kata (variant keys), CNI and crictl configs from templates",
-                  None, install=(call(_deploy_runtime_configs,
-                                      "render templates; write config.toml, kata TOML, conflist, crictl.yaml"),)),
-    ]
-
-
-def _safe_prefix(settings: FastiovHostSettings) -> str:
-    try:
-        return cni_bus_prefix(list(settings.pfs))
-    except BuildError as exc:
-        return f"<{exc}>"

@@ -354,6 +354,10 @@ def fetch_entry(entry: BinaryEntry | PatchEntry, cache_dir: Path, offline: bool 
     url = entry.url
     if isinstance(entry, PatchEntry) and entry.file:
         url = entry.own_path().as_uri()
+        cached = Path(cache_dir) / entry.cache_name()
+        if entry.sha256 and cached.is_file() and sha256_file(cached) != entry.sha256:
+            # the cache holds an earlier version of our own patch: the repository's file is the truth
+            cached.unlink()
     if not url:
         origin = getattr(entry, "provided_by", None) or "a git source (cloned by the build)"
         raise ManifestError(f"{entry.name}: no URL to fetch; it comes from {origin}")

@@ -15,18 +15,7 @@ from fastiov_lib.procs import stop_process_group
 from typing import Any
 
 from fastiov_lib.testbeds.fastiov_host.build import offline as offline_sources
-from fastiov_lib.testbeds.fastiov_host.build.components import (  # noqa: F401  (re-exported)
-    TOOLCHAIN_ROOTS,
-    BuildError,
-    Command,
-    Component,
-    SourceEdit,
-    cmd,
-    cni_bus_prefix,
-    fastiov_components,
-    set_cni_bus_prefix,
-    set_makefile_extraversion,
-)
+from fastiov_lib.testbeds.fastiov_host.build.components import BuildError, Component
 from fastiov_lib.testbeds.fastiov_host.build.manifest import (
     BinaryEntry,
     ManifestError,
@@ -35,7 +24,6 @@ from fastiov_lib.testbeds.fastiov_host.build.manifest import (
     record_git_pin,
 )
 from fastiov_lib.testbeds.fastiov_host.build.patching import PatchError, apply_patch, revert_patch
-from fastiov_lib.testbeds.fastiov_host.build.plan_format import format_build_plan, plan_summary  # noqa: F401
 
 
 def run_logged(argv: list[str], cwd: Path | None, env: dict[str, str] | None, log) -> int:
