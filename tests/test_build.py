@@ -10,7 +10,7 @@ import pytest
 
 from fastiov_lib.testbeds.fastiov_host.build import builder as build
 
-from fastiov_lib.testbeds.fastiov_host.build import manifest
+from fastiov_lib.testbeds.fastiov_host.build import components, manifest, plan_format
 from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
 from fastiov_lib.testbeds.fastiov_host.build.components import BuildError, Component, SourceEdit, cmd
 from fastiov_lib import config
@@ -70,7 +70,7 @@ def _component(gate: Path | None = None, pre: tuple = ()) -> Component:
     return Component(
         "hello", "tiny C program", "hello-src",
         edits=(SourceEdit("Makefile: EXTRAVERSION = -rc5test", "Makefile",
-                          lambda text, ctx: build.set_makefile_extraversion(text, ctx.settings.expected_kernel_suffix)),),
+                          lambda text, ctx: components.set_makefile_extraversion(text, ctx.settings.expected_kernel_suffix)),),
         configure=(cmd("test", "-f", "Makefile"),),
         build=pre + ((cmd("test", "-e", str(gate)),) if gate else ()) + (cmd("make"),),
         install=(cmd("install", "-D", "-m", "0755", "hello", "{root}/usr/local/bin/hello"),))
@@ -153,16 +153,16 @@ def test_install_needs_allow_host_changes_but_build_does_not(project):
 
 def test_hand_edits_are_code():
     text = 'package utils\n// busPrefix = "0000:aa:"\nvar (\n\tbusPrefix     = "0000:65:"\n\tnumVFs        = 200\n)\n'
-    prefix = build.cni_bus_prefix(["0000:e3:00.0", "0000:e3:00.1"])
+    prefix = components.cni_bus_prefix(["0000:e3:00.0", "0000:e3:00.1"])
     assert prefix == "0000:e3:"
-    out = build.set_cni_bus_prefix(text, prefix, 200)
+    out = components.set_cni_bus_prefix(text, prefix, 200)
     assert '\tbusPrefix     = "0000:e3:"' in out and '// busPrefix = "0000:aa:"' in out
-    assert build.set_cni_bus_prefix(text, prefix, 64).count("numVFs        = 64") == 1
+    assert components.set_cni_bus_prefix(text, prefix, 64).count("numVFs        = 64") == 1
     with pytest.raises(BuildError, match="one PCI bus"):
-        build.cni_bus_prefix(["0000:e3:00.0", "0000:17:00.0"])
+        components.cni_bus_prefix(["0000:e3:00.0", "0000:17:00.0"])
     with pytest.raises(BuildError, match="EXTRAVERSION"):
-        build.set_makefile_extraversion("VERSION = 6\n", "-rc5test")
-    assert "EXTRAVERSION = -rc5test\n" in build.set_makefile_extraversion("VERSION = 6\nEXTRAVERSION = -rc5\n", "-rc5test")
+        components.set_makefile_extraversion("VERSION = 6\n", "-rc5test")
+    assert "EXTRAVERSION = -rc5test\n" in components.set_makefile_extraversion("VERSION = 6\nEXTRAVERSION = -rc5\n", "-rc5test")
 
 
 def test_real_host_plan_lists_every_component_with_source_pin_and_checksum():
@@ -177,7 +177,7 @@ def test_real_host_plan_lists_every_component_with_source_pin_and_checksum():
     assert any("busPrefix = \"0000:e3:\"" in r["what"] for r in rows)
     assert any("EXTRAVERSION = -rc5test" in r["what"] for r in rows)
     assert all(r["host change"] == "yes" for r in rows if r["step"] == "install")
-    text = build.format_build_plan(rows)
+    text = plan_format.format_build_plan(rows)
     assert "== linux" in text and "release/1.3" in text
 
 

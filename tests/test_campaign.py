@@ -8,7 +8,7 @@ import pytest
 from fastiov_lib.bench.campaign import plan_campaign
 from fastiov_lib.commands.cli import main
 from fastiov_lib.config import REPO_ROOT, load_profile, load_testbed
-from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.testbeds import backend_for
 from fastiov_lib.testbeds.fastiov_host.backend import FastiovHostError
 from fastiov_lib.testbeds.fastiov_host.runtime_config import VARIANTS

@@ -276,9 +276,9 @@ def test_the_nic_guard_accepts_the_storage_address_on_a_pf_and_nothing_else(tmp_
     tb = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": None})
     root = build_fake_host(tmp_path / "root", spec_for_testbed(tb, addressed_netdevs=("ens1f0",)), tb)
     assert [str(route_network(r)) for r in read_routes(root) if r.iface == "ens1f0"] == ["10.20.0.0/16"]
-    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(tb, root))
+    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(tb.fastiov, root))
     pods = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": "10.20.0.1/16"})  # that route is its own
-    assert not any("ens1f0" in p for p in nic.nic_guard_problems(pods, root))
+    assert not any("ens1f0" in p for p in nic.nic_guard_problems(pods.fastiov, root))
     other = load_testbed(EXAMPLE, overrides={"fastiov.storage_address": "10.88.0.1/16"})  # another net: refused
-    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(other, root))
+    assert any("ens1f0 has an IPv4 address in use" in p for p in nic.nic_guard_problems(other.fastiov, root))
     assert route_network(next(r for r in read_routes(root) if r.iface == "ens1f0")).subnet_of(IPv4Network("10.0.0.0/8"))

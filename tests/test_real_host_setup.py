@@ -15,7 +15,7 @@ import pytest
 
 from fastiov_lib.commands.cli import main
 from fastiov_lib.config import REPO_ROOT, load_testbed
-from fastiov_lib.hw.fake_sysfs import build_fake_host, spec_for_testbed
+from fastiov_lib.testbeds.fastiov_host.fake_host import build_fake_host, spec_for_testbed
 from fastiov_lib.testbeds.fastiov_host import cni_conf, runtime_config
 from fastiov_lib.testbeds.fastiov_host.build import component_table, components
 from fastiov_lib.testbeds.fastiov_host.build.builder import Builder

@@ -72,7 +72,7 @@ def sources_dir(testbed: Testbed) -> Path | None:
 
 def _builder(testbed: Testbed, run_path: Path | None = None):
     from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
-    from fastiov_lib.testbeds.fastiov_host.build.components import containerd_component
+    from fastiov_lib.testbeds.fastiov_host.build.component_table import containerd_component
 
     comp = containerd_component(version=BUILD_VERSION, install_dir=str(bin_dir(testbed)))
     return Builder(testbed, run_path=run_path, components=[comp], sources=sources_dir(testbed),

@@ -45,7 +45,7 @@ def binaries(testbed: Testbed) -> dict[str, Path]:
 def _builder(testbed: Testbed, run_path: Path | None, sources: Path | None):
     try:
         from fastiov_lib.testbeds.fastiov_host.build.builder import Builder
-        from fastiov_lib.testbeds.fastiov_host.build.components import qemu_component
+        from fastiov_lib.testbeds.fastiov_host.build.component_table import qemu_component
     except ImportError as exc:  # the build code predates offline sources and kata.cfg options
         raise VsriovError(f"the artifact's build code has no QEMU component with kata.cfg options ({exc})") from None
     wd = build_dir(testbed)
