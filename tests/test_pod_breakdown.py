@@ -17,7 +17,8 @@ import pytest
 
 from fastiov_lib.analysis import pod_breakdown as pb
 from fastiov_lib.analysis import stats as analysis
-from fastiov_lib.analysis.instrumentation import build_stages_csv, read_stages
+from fastiov_lib.analysis.instrumentation import read_stages
+from fastiov_lib.bench.stage_records import build_stages_csv
 from fastiov_lib.analysis.pods import read_pods
 from fastiov_lib.run.rounds import read_rounds, sandbox_pids
 
