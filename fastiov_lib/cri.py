@@ -233,6 +233,19 @@ class CriClient:
             ip=st.network.ip if st.HasField("network") else "", created_at_ns=st.created_at,
         )
 
+    def sandbox_pid(self, sandbox_id: str, timeout_s: float | None = None) -> int | None:
+        """The pid the runtime reports for a sandbox (PodSandboxStatus, verbose): runc's pause
+        process; under kata the hypervisor's (the shim returns QEMU's pid). None when not reported."""
+        import json
+
+        resp = self._call("PodSandboxStatus", self._runtime.PodSandboxStatus,
+                          self.pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout_s, None)
+        try:
+            pid = json.loads(dict(resp.info).get("info", "{}")).get("pid")
+        except (ValueError, AttributeError):
+            return None
+        return int(pid) if isinstance(pid, int) and pid > 0 else None
+
     def stop_pod_sandbox(self, sandbox_id: str, timeout_s: float | None = None) -> None:
         """Stop a sandbox (kills its containers, tears down its network)."""
         self._call("StopPodSandbox", self._runtime.StopPodSandbox,

@@ -20,9 +20,10 @@ def write_run(path: Path, *, kind: str = "local", experiment: str = "startup",
               variants: dict[str, float] | None = None, concurrency: Sequence[int] = (1, 4, 8),
               repeats: int = 2, slope_ms: float = 10.0, noise_ms: float = 2.0, seed: int = 0,
               failed: int = 0, drop: int = 0, app: str | None = None, host: dict | None = None,
-              append: bool = False, start_ns: int = T0) -> Path:
+              append: bool = False, start_ns: int = T0, round_sd_ms: float = 0.0) -> Path:
     """Write pods.jsonl (+ run.json unless appending). `failed` pods per round get status failed,
-    `drop` pods of the first round are left out (as if never recorded)."""
+    `drop` pods of the first round are left out (as if never recorded); `round_sd_ms` shifts every
+    pod of a round by one draw (pods of a round share its fate)."""
     variants = variants or {"none": 100.0, "bridge": 150.0}
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
@@ -38,10 +39,11 @@ def write_run(path: Path, *, kind: str = "local", experiment: str = "startup",
         for variant, base in variants.items():
             for c in concurrency:
                 for r in range(repeats):
+                    shift = rng.normal(0, round_sd_ms) if round_sd_ms else 0.0
                     for i in range(c):
                         if first and i < drop:
                             continue
-                        startup = base + slope_ms * c + abs(rng.normal(0, noise_ms))
+                        startup = base + slope_ms * c + shift + abs(rng.normal(0, noise_ms))
                         t0 = 10_000_000_000 + wall - start_ns
                         ok = i >= failed
                         rec = dict(
@@ -52,6 +54,7 @@ def write_run(path: Path, *, kind: str = "local", experiment: str = "startup",
                             error=None if ok else "synthetic failure",
                         )
                         if ok:
+                            rec["sandbox_id"] = f"sb-{experiment}-{variant}-{c}-{r}-{i}"
                             rec["t_sandbox_returned_ns"] = t0 + int(startup * 1e6)
                             rec["t_network_ready_ns"] = t0 + int((startup + 5) * 1e6)
                             if app:

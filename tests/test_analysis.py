@@ -23,13 +23,22 @@ def pods_with(values_by_group: dict[tuple[str, int], list[float]], failed: int =
 
 
 def test_summary_matches_hand_computed_percentiles():
-    s = analysis.summarise(pods_with({("bridge", 4): [10, 20, 30, 40]}, failed=1))
+    s = analysis.summarise(pods_with({("bridge", 100): list(range(1, 101))}, failed=1))
     row = s.iloc[0]
-    assert row["pods"] == 5 and row["failures"] == 1
-    # linear interpolation on [10, 20, 30, 40]: p50 = 25, p90 = 37, p99 = 39.7
+    assert row["pods"] == 101 and row["failures"] == 1 and row["n"] == 100
+    # linear interpolation on 1..100: p50 = 50.5, p90 = 90.1, p99 = 99.01
     assert (row["mean_ms"], row["p50_ms"], row["p90_ms"], row["p99_ms"], row["max_ms"]) == \
-        pytest.approx((25.0, 25.0, 37.0, 39.7, 40.0))
+        pytest.approx((50.5, 50.5, 90.1, 99.01, 100.0))
     assert list(s.columns[:4]) == ["testbed", "experiment", "variant", "concurrency"]
+
+
+def test_summaries_of_too_few_pods_are_left_empty():
+    # a p99 of 4 pods is their maximum, a median of 4 is not yet a median worth a line (analysis.samples)
+    row = analysis.summarise(pods_with({("bridge", 4): [10, 20, 30, 40]})).iloc[0]
+    assert row["n"] == 4 and (row["mean_ms"], row["max_ms"]) == pytest.approx((25.0, 40.0))
+    assert np.isnan(row["p50_ms"]) and np.isnan(row["p90_ms"]) and np.isnan(row["p99_ms"])
+    g = analysis.group_summary(pods_with({("bridge", 4): [10, 20, 30, 40]})).iloc[0]
+    assert g["ok"] == 4 and g["mean_startup_ms"] == 25.0 and np.isnan(g["p99_startup_ms"])
 
 
 def test_ecdf_steps_through_sorted_values():
@@ -38,16 +47,15 @@ def test_ecdf_steps_through_sorted_values():
     assert e["ecdf"].tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])
 
 
-def test_bootstrap_effect_point_estimates_and_intervals():
-    base = np.array([100.0, 100.0, 100.0])
-    var = np.array([40.0, 40.0, 40.0])
-    assert analysis.bootstrap_effect(base, var, "mean", "reduction") == pytest.approx((0.6, 0.6, 0.6))
-    assert analysis.bootstrap_effect(base, var, "mean", "increase")[0] == pytest.approx(-0.6)
-    assert analysis.bootstrap_effect(base, var, "p50", "difference")[0] == pytest.approx(-60.0)
-    rng = np.random.default_rng(1)
-    b, v = rng.normal(100, 10, 200), rng.normal(50, 10, 200)
-    point, lo, hi = analysis.bootstrap_effect(b, v, "mean", "reduction")
-    assert lo < point < hi and 0.4 < lo and hi < 0.6
+def test_effects_have_round_level_intervals_and_say_what_they_rest_on(tmp_path):
+    run = analysis.load_run(write_run(tmp_path / "r", variants={"vanilla": 100.0, "fastiov": 40.0}, concurrency=(10,),
+                                      repeats=3, slope_ms=0.0, noise_ms=0.0))
+    c = analysis.compare_variants(run.pods, "vanilla", stat="mean", kind="reduction")
+    row = c.iloc[0]
+    assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx((0.6, 0.6, 0.6))
+    assert (row["n_baseline"], row["rounds_baseline"], row["rounds_variant"]) == (30, 3, 3) and row["note"] == ""
+    one = analysis.compare_variants(run.pods[run.pods["repeat"] == 0], "vanilla")
+    assert np.isnan(one["ci_low"].iloc[0]) and "1 round" in one["note"].iloc[0]
 
 
 def test_compare_variants_only_at_levels_both_measured():
@@ -83,19 +91,21 @@ def test_phase_breakdown_shares_add_up(tmp_path):
     assert b["share_of_mean"].iloc[0] == pytest.approx(95 / 315)
 
 
-def test_stage_breakdown_sums_per_process_and_keeps_one_depth():
+def test_stage_breakdown_sums_per_pod_not_per_round():
+    # the old breakdown summed records per process; containerd's have none, so a whole round's
+    # records of a stage were summed into one value (shares of 190% and more): it was wrong
     pods = pods_with({("vanilla", 2): [1000, 1000]})
+    pods["sandbox_id"] = ["sa", "sb"]
     stages = pd.DataFrame({
-        "component": "kata", "file": "f", "pid": [1, 1, 2, 2, 1],
-        "subject": ["open1", "open1", "open1", "map2", "open1-1"],
-        "start_wall_ns": [1, 2, 3, 4, 5], "elapsed_ns": [100e6, 100e6, 200e6, 300e6, 50e6],
-        "experiment": "startup", "variant": "vanilla", "concurrency": 2,
+        "component": "containerd", "file": "f", "pid": -1,
+        "subject": ["CNI_md", "CNI_md_add_cni", "CNI_md", "CNI_md_add_cni"], "record_id": ["sa", "sa", "sb", "sb"],
+        "start_wall_ns": [0, 10, 0, 10], "elapsed_ns": [200e6, 150e6, 400e6, 300e6],
     })
-    b = analysis.stage_breakdown(stages, pods)
-    got = dict(zip(b["stage"], b["mean_ms"]))
-    assert got == pytest.approx({"open1": 200.0, "map2": 300.0})  # pid 1: 100+100, pid 2: 200
-    assert dict(zip(b["stage"], b["share_of_mean"]))["open1"] == pytest.approx(0.2)
-    assert analysis.stage_depth("createVM3-4-1") == 2 and analysis.stage_depth("sandbox1") == 0
+    b = analysis.stage_breakdown(stages, pods).set_index("stage")
+    assert b.loc["CNI_md", "mean_ms"] == pytest.approx(300.0) and b.loc["CNI_md", "pods"] == 2
+    assert b.loc["CNI_md", "share_of_mean"] == pytest.approx(0.3)
+    assert bool(b.loc["CNI_md_add_cni", "nested"]) and b.loc["CNI_md_add_cni", "parent"] == "CNI_md"
+    assert not bool(b.loc["CNI_md", "nested"])
 
 
 def test_round_completeness_notices_missing_pods(tmp_path):

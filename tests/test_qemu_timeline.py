@@ -8,7 +8,7 @@ import pytest
 
 from fastiov_lib.analysis import qemu_timeline as qt
 from fastiov_lib.analysis.instrumentation import STAGE_COLUMNS, build_stages_csv, read_stages
-from fastiov_lib.report import claims
+from fastiov_lib.report import claim_metrics, claims
 
 from synthetic_runs import T0, write_run
 
@@ -75,6 +75,11 @@ def _run_with_qemu_logs(tmp_path: Path) -> Path:
     (qdir / "clock.json").write_text(json.dumps({"realtime_minus_monotonic_ns": T0 - 5_000_050_000_000}))
     (qdir / "qemu-77.log").write_text(TIMELINE)
     (qdir / "qemu-78.log").write_text(TIMELINE.replace("PID: 77", "PID: 78").replace("5000.650100", "5000.450100"))
+    # the pid each sandbox reported at the end of its round (the bench's rounds.jsonl): QEMU's under kata
+    (run / "rounds.jsonl").write_text(json.dumps(
+        {"run_id": "run", "experiment": "startup", "variant": "vanilla", "concurrency": 2, "repeat": 0, "order_index": 0,
+         "round_id": "startup-vanilla-c2-r0-abc", "wall_start_ns": T0,
+         "sandbox_pids": {"sb-startup-vanilla-2-0-0": 77, "sb-startup-vanilla-2-0-1": 78}}) + "\n")
     return run
 
 
@@ -91,8 +96,9 @@ def test_paper_stage_claims_evaluate_on_the_real_qemu_marker_names(tmp_path):
     run = _run_with_qemu_logs(tmp_path)
     build_stages_csv(run)
     # pods take 1000 ms; VF opens took 250 and 50 ms (mean 150 ms), the RAM map 60 ms, the image map 10 ms
-    assert claims.stage_share(run, stage=qt.VF_OPEN_STAGE, concurrency=2) == pytest.approx(0.15)
-    assert claims.stage_share(run, stage=qt.dma_map_stage("dimm1"), concurrency=2) == pytest.approx(0.06)
+    share = claim_metrics.stage_share(run, stage=qt.VF_OPEN_STAGE, concurrency=2)
+    assert share.value == pytest.approx(0.15) and share.samples == 2 and share.rounds == 1
+    assert claim_metrics.stage_share(run, stage=qt.dma_map_stage("dimm1"), concurrency=2).value == pytest.approx(0.06)
     stages = {c.id: c.params.get("stage") for c in claims.load_claims([claims.CLAIMS_DIR / "paper.yaml"])}
     assert stages["P11-vf-open-share"] == qt.VF_OPEN_STAGE == stages["P18-vf-open-share-p99"]
     assert stages["P12-dma-map-guest-ram-share"] == qt.dma_map_stage("dimm1")

@@ -331,7 +331,7 @@ def test_session_records_the_guest_nic_timings_and_names_a_failed_nic_step(tmp_p
 # analysis and claims on recorded results (a vsriov.jsonl written as the session writes it)
 # ---------------------------------------------------------------------------------------------
 
-def _write_run(tmp_path: Path, sizes=(64, 128, 256), counts=(1, 4)) -> Path:
+def _write_run(tmp_path: Path, sizes=(64, 128, 256), counts=(1, 4), dma_repeats=3) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"run_id": "run", "testbed_kind": "vsriov", "testbed_name": "vsriov"}))
@@ -353,7 +353,7 @@ def _write_run(tmp_path: Path, sizes=(64, 128, 256), counts=(1, 4)) -> Path:
                           "set_iommu_ns": 2e5, "device_fd_ns": 1.11e8 + i, "total_ns": 1.12e8})
             lines.append({"kind": "vfio_reset", "round_n": n, "bdf": b, "status": "ok", "ns": 1.1e8})
             if n == counts[0] and i == 0:
-                for mib in sizes:
+                for mib in [m for _ in range(dma_repeats) for m in sizes]:  # sizes interleaved, as the guest maps them
                     lines.append({"kind": "map_dma", "round_n": n, "bdf": b, "mib": mib, "memory": "untouched",
                                   "errno": 0, "populate_ns": 0, "map_ns": mib * 5e6 + 2e7, "unmap_errno": 0, "unmap_ns": 1e6})
                     lines.append({"kind": "map_dma", "round_n": n, "bdf": b, "mib": mib, "memory": "prefaulted",
@@ -399,11 +399,13 @@ def test_vsriov_claims_are_computed_from_the_run(tmp_path):
     run = _write_run(tmp_path)
     table = vsriov_report.claims_table(run).set_index("claim")
     assert table.loc["V5-dma-map-linear-in-memory", "verdict"] == "holds"  # the lines above are exactly linear
-    assert claims.metrics()["vsriov_dma_prefault_speedup"](run) == pytest.approx((256 * 5e6 + 2e7) / (256 * 1.4e5))
-    assert claims.metrics()["vsriov_parallel_ratio"](run) == pytest.approx(340 / (4 * 329), rel=1e-3)
-    assert claims.metrics()["vsriov_vfio_ms"](run, operation="reset", stat="min") == pytest.approx(110)
-    assert claims.metrics()["vsriov_vf_start_overhead_ms"](run) == pytest.approx(1600)
-    assert claims.metrics()["vsriov_vf_start_overhead_ratio"](run) == pytest.approx(1600 / 500)
+    speedup = claims.metrics()["vsriov_dma_prefault_speedup"](run)
+    assert speedup.value == pytest.approx((256 * 5e6 + 2e7) / (256 * 1.4e5)) and speedup.rounds == 3
+    assert claims.metrics()["vsriov_vfio_ms"](run, operation="reset", stat="min").value == pytest.approx(110)
+    extra = claims.metrics()["vsriov_vf_start_overhead_difference"](run)  # (2600 - 1000) - (2300 - 1800)
+    assert extra.value == pytest.approx(1100) and extra.rounds == 3 and extra.low <= extra.value <= extra.high
+    assert table.loc["V1-nic-steps-run-on-real-kernel", "role"] == "check"
+    assert table.loc["V5-dma-map-linear-in-memory", "measured"].startswith("1 [1, 1] (3 rounds")
     # this run has the older micro-benchmarks only; V10-V13 need the startup experiments
     startup_claims = table.index.str.match(r"V1[0-3]-")
     assert set(table[~startup_claims]["verdict"]) == {"holds"}
@@ -413,8 +415,10 @@ def test_vsriov_claims_are_computed_from_the_run(tmp_path):
 def test_too_few_dma_sizes_or_vfs_are_not_measured_rather_than_guessed(tmp_path):
     run = _write_run(tmp_path, sizes=(64, 128), counts=(1,))
     assert claims.metrics()["vsriov_dma_linear_r2"](run) is None
-    assert claims.metrics()["vsriov_parallel_ratio"](run) is None
-    assert claims.metrics()["vsriov_vf_start_overhead_ms"](tmp_path / "run-without-inner-qemu") is None
+    (tmp_path / "one").mkdir()
+    one = _write_run(tmp_path / "one", dma_repeats=1)  # one map per size: a value, but no interval
+    assert vsriov_report.claims_table(one).set_index("claim").loc["V5-dma-map-linear-in-memory", "verdict"] == \
+        "inconclusive"
     table = vsriov_report.claims_table(run).set_index("claim")
     assert table.loc["V10-shared-devset-serialises-vf-opens", "verdict"] == "not measured"
 

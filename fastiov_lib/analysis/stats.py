@@ -1,7 +1,8 @@
-"""Statistics over run directories: summaries, ECDFs, stage breakdowns, reductions, growth slopes.
+"""Statistics over run directories: the loaded run, summaries, ECDFs, stage breakdowns.
 
-Latencies are heavy-tailed, so summaries are medians and percentiles, comparisons come with
-bootstrap confidence intervals, and runs from different hosts are not pooled unless asked.
+Latencies are heavy-tailed, so summaries are medians and percentiles, each shown only from its
+minimum number of samples (analysis.samples); comparisons and growth slopes come with intervals
+from resampled rounds (analysis.comparisons); runs from different hosts are not pooled unless asked.
 """
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from fastiov_lib.analysis.comparisons import (  # noqa: F401  (the names callers know from stats)
+    COMPARE_COLUMNS, GROWTH_COLUMNS, Kind, compare_variants, growth_slope, ok_values, variant_effect)
 from fastiov_lib.analysis.instrumentation import read_stages
-
+from fastiov_lib.analysis.pod_breakdown import BREAKDOWN_COLUMNS, pod_breakdown, sandbox_pid_map
 from fastiov_lib.analysis.pods import ParseReport, read_pods
+from fastiov_lib.analysis.samples import stat_or_nan
 from fastiov_lib.run.record import Comparison, RunRecord
+from fastiov_lib.run.rounds import read_rounds, sandbox_pids
 from fastiov_lib.run.rundir import RunDir, open_run_dir
 from fastiov_lib.safe_files import RECORDS_LIMIT, open_regular
 
@@ -175,34 +180,14 @@ def host_busy_warning(info: dict[str, Any], threshold: float = 0.5) -> str | Non
 DEFAULT_BY = ("testbed", "experiment", "variant", "concurrency")
 
 
-def _stat(values: np.ndarray, stat: str) -> float:
-    if len(values) == 0:
-        return float("nan")
-    if stat == "mean":
-        return float(np.mean(values))
-    if stat == "max":
-        return float(np.max(values))
-    if stat.startswith("p"):
-        return float(np.percentile(values, float(stat[1:])))
-    raise ValueError(f"unknown statistic {stat!r}; expected mean, max or pNN")
-
-
-def _stat_rows(samples: np.ndarray, stat: str) -> np.ndarray:
-    """The statistic of each row of a 2-D array of bootstrap samples."""
-    if stat == "mean":
-        return samples.mean(axis=1)
-    if stat == "max":
-        return samples.max(axis=1)
-    return np.percentile(samples, float(stat[1:]), axis=1)
-
-
 def summarise(pods: pd.DataFrame, value: str = "startup_ms", by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
-    """Per group: pods, failures (status != ok), and mean, p50, p90, p99, max of `value` over ok pods.
+    """Per group: pods, failures (status != ok), n (ok pods with a value) and mean, p50, p90, p99,
+    max of `value` over them, each NaN below its minimum sample count (p99: 100 pods).
 
     Percentiles use linear interpolation between order statistics (numpy's default).
     """
     by = [b for b in by if b in pods.columns]
-    cols = [*by, "pods", "failures", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"]
+    cols = [*by, "pods", "failures", "n", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"]
     if pods.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -210,9 +195,9 @@ def summarise(pods: pd.DataFrame, value: str = "startup_ms", by: Sequence[str] =
         key = key if isinstance(key, tuple) else (key,)
         ok = g.loc[g["status"] == "ok", value].dropna().to_numpy(dtype=float)
         row = dict(zip(by, key))
-        row.update(pods=len(g), failures=int((g["status"] != "ok").sum()))
+        row.update(pods=len(g), failures=int((g["status"] != "ok").sum()), n=len(ok))
         for s in ("mean", "p50", "p90", "p99", "max"):
-            row[f"{s}_ms"] = _stat(ok, s)
+            row[f"{s}_ms"] = stat_or_nan(ok, s)
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
@@ -225,7 +210,8 @@ GROUP_SUMMARY_COLUMNS = ["experiment", "variant", "concurrency", "pods", "ok", "
 def group_summary(pods: pd.DataFrame) -> pd.DataFrame:
     """The one summary table (04_bench, 05_ablation, 06_figures, report.md): per experiment, variant and
     concurrency, pods / ok / failed and, over ok pods, startup mean/p50/p99/max, p50 network ready and
-    p50/p99 app completion (ms from the release, rounded to 0.1 ms). Empty input, empty table."""
+    p50/p99 app completion (ms from the release, rounded to 0.1 ms), each empty below its minimum
+    sample count (p99: 100 pods; analysis.samples). Empty input, empty table."""
     if pods.empty:
         return pd.DataFrame(columns=GROUP_SUMMARY_COLUMNS)
     rows = []
@@ -234,7 +220,7 @@ def group_summary(pods: pd.DataFrame) -> pd.DataFrame:
 
         def q(col: str, stat: str) -> float:
             vals = ok[col].dropna().to_numpy(dtype=float) if col in ok else np.array([])
-            return round(_stat(vals, stat), 1) if len(vals) else float("nan")
+            return round(stat_or_nan(vals, stat), 1)
 
         rows.append({"experiment": exp, "variant": variant, "concurrency": int(conc), "pods": len(g),
                      "ok": len(ok), "failed": len(g) - len(ok),
@@ -244,11 +230,6 @@ def group_summary(pods: pd.DataFrame) -> pd.DataFrame:
                      "p50_completion_ms": q("app_completion_ms", "p50"),
                      "p99_completion_ms": q("app_completion_ms", "p99")})
     return pd.DataFrame(rows, columns=GROUP_SUMMARY_COLUMNS)
-
-
-def ok_values(pods: pd.DataFrame, value: str = "startup_ms") -> pd.DataFrame:
-    """Only pods with status ok and a measured `value`."""
-    return pods[(pods["status"] == "ok") & pods[value].notna()]
 
 
 def ecdf(pods: pd.DataFrame, value: str = "startup_ms", by: Sequence[str] = ("variant", "concurrency")) -> pd.DataFrame:
@@ -272,15 +253,13 @@ def ecdf(pods: pd.DataFrame, value: str = "startup_ms", by: Sequence[str] = ("va
 # Stage breakdowns
 # --------------------------------------------------------------------------------------------------
 
-BREAKDOWN_COLUMNS = ["experiment", "variant", "concurrency", "stage", "order", "mean_ms", "p99_ms", "share_of_mean", "share_of_p99"]
-
-
 def phase_breakdown(pods: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
     """Breakdown by the harness's own phases (release -> sandbox -> network -> container -> exit).
 
-    Per (experiment, variant, concurrency) and phase: mean and p99 duration over ok pods, and the phase's share
-    of the mean (resp. p99) of the total (release -> last phase reached); phases no pod reached
-    are left out.
+    Per (experiment, variant, concurrency) and phase: mean and p99 duration over ok pods, and the
+    phase's share of the mean (resp. p99) of the total (release -> last phase reached); phases no
+    pod reached are left out. The phases follow one another, so none is nested; p99 values are NaN
+    below their minimum sample count.
     """
     df = pods if experiment is None else pods[pods["experiment"] == experiment]
     df = df[df["status"] == "ok"]
@@ -293,69 +272,25 @@ def phase_breakdown(pods: pd.DataFrame, experiment: str | None = None) -> pd.Dat
                 durations[name] = d.fillna(0.0)
         if not durations:
             continue
-        total = sum(durations.values())
-        tm, tp = float(np.mean(total)), float(np.percentile(total, 99))
+        total = sum(durations.values()).to_numpy(dtype=float)
+        tm, tp = float(np.mean(total)), stat_or_nan(total, "p99")
         for order, (name, d) in enumerate(durations.items()):
-            m, p = float(np.mean(d)), float(np.percentile(d, 99))
-            rows.append({"experiment": exp, "variant": variant, "concurrency": conc, "stage": name, "order": order,
-                         "mean_ms": m, "p99_ms": p,
+            m, p = float(np.mean(d)), stat_or_nan(d.to_numpy(dtype=float), "p99")
+            rows.append({"experiment": exp, "variant": variant, "concurrency": conc, "component": "harness",
+                         "stage": name, "parent": "", "nested": False, "order": order, "pods": len(g),
+                         "rounds": int(g["repeat"].nunique()), "mean_ms": m, "p99_ms": p,
+                         "startup_mean_ms": tm, "startup_p99_ms": tp,
                          "share_of_mean": m / tm if tm > 0 else np.nan,
                          "share_of_p99": p / tp if tp > 0 else np.nan})
     return pd.DataFrame(rows, columns=BREAKDOWN_COLUMNS)
 
 
-_CODE_RE = re.compile(r"(\d+(?:-\d+)*)$")
-
-
-def stage_depth(subject: str) -> int:
-    """Nesting depth read from a subject's trailing code: `x1` -> 0, `x4-2` -> 1, `x3-4-1` -> 2.
-
-    The patched components number nested stages this way; a subject without a code has depth 0.
-    """
-    m = _CODE_RE.search(subject)
-    return m.group(1).count("-") if m else 0
-
-
-def stage_breakdown(stages: pd.DataFrame, pods: pd.DataFrame, depth: int | None = 0) -> pd.DataFrame:
-    """Breakdown by component stage records (stages.csv rows labelled with their round).
-
-    Per process (pid, else file) a stage's elapsed times are summed; per (experiment, variant,
-    concurrency) the mean and p99 over processes are compared with the mean and p99 startup of that
-    group's ok pods. `depth` keeps only subjects of that nesting depth (None keeps all; shares may
-    then overlap because nested stages are included in their parents).
-    """
-    s = stages.dropna(subset=["variant", "concurrency"])
-    if depth is not None and not s.empty:
-        depths = {subj: stage_depth(subj) for subj in s["subject"].unique()}
-        s = s[s["subject"].map(depths) == depth]
-    if s.empty:
-        return pd.DataFrame(columns=BREAKDOWN_COLUMNS)
-    s = s.assign(
-        experiment=s["experiment"].fillna("").astype(str) if "experiment" in s.columns else "",
-        variant=s["variant"].astype(str),
-        concurrency=s["concurrency"].astype(float).astype("int64"),
-        proc=np.where(s["pid"].fillna(-1).astype(int) >= 0, s["pid"].astype(str), s["file"].astype(str)),
-        elapsed_ms=s["elapsed_ns"].astype(float) / 1e6,
-    )
-    keys = ["experiment", "variant", "concurrency"]
-    per = s.groupby([*keys, "subject", "proc"], sort=False)["elapsed_ms"].sum().reset_index()
-    agg = (per.groupby([*keys, "subject"], sort=True)["elapsed_ms"]
-           .agg(mean_ms="mean", p99_ms=lambda x: float(np.percentile(x, 99))).reset_index())
-    ok = ok_values(pods, "startup_ms").assign(variant=lambda d: d["variant"].astype(str))
-    tot = (ok.groupby(["experiment", "variant", "concurrency"])["startup_ms"]
-           .agg(t_mean="mean", t_p99=lambda x: float(np.percentile(x, 99))).reset_index())
-    # stage records whose round has no experiment label are compared with the pods of any experiment
-    tot_any = (ok.groupby(["variant", "concurrency"])["startup_ms"]
-               .agg(a_mean="mean", a_p99=lambda x: float(np.percentile(x, 99))).reset_index())
-    out = agg.merge(tot, on=keys, how="left").merge(tot_any, on=["variant", "concurrency"], how="left")
-    t_mean = out["t_mean"].where(out["experiment"] != "", out["a_mean"])
-    t_p99 = out["t_p99"].where(out["experiment"] != "", out["a_p99"])
-    first_seen = s.groupby("subject")["start_wall_ns"].min().rank(method="first").astype(int)
-    out["stage"] = out["subject"]
-    out["order"] = out["subject"].map(first_seen).astype(int)
-    out["share_of_mean"] = out["mean_ms"] / t_mean.where(t_mean > 0)
-    out["share_of_p99"] = out["p99_ms"] / t_p99.where(t_p99 > 0)
-    return out[BREAKDOWN_COLUMNS].sort_values(["experiment", "variant", "concurrency", "order"], ignore_index=True)
+def stage_breakdown(stages: pd.DataFrame, pods: pd.DataFrame, sandbox_pids: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Breakdown by component stage records: each record joined to its pod, a stage summed per pod,
+    then summarised over the pods of each (experiment, variant, concurrency) and compared with the
+    same pods' startup (analysis.pod_breakdown). `nested` marks stages inside another stage: only
+    the others may be stacked."""
+    return pod_breakdown(stages, pods, sandbox_pids)
 
 
 def breakdown(run: Run) -> tuple[pd.DataFrame, str]:
@@ -368,106 +303,11 @@ def breakdown(run: Run) -> tuple[pd.DataFrame, str]:
 
 def _breakdown(run: Run) -> tuple[pd.DataFrame, str]:
     if run.stages is not None:
-        df = stage_breakdown(run.stages, run.pods)
+        rounds, _ = read_rounds(run.path)
+        df = stage_breakdown(run.stages, run.pods, sandbox_pid_map(run.path, sandbox_pids(rounds)))
         if not df.empty:
             return df, "component stage records in stages.csv"
     return phase_breakdown(run.pods), "harness phases in pods.jsonl"
-
-
-# --------------------------------------------------------------------------------------------------
-# Comparisons and growth
-# --------------------------------------------------------------------------------------------------
-
-Kind = Literal["reduction", "increase", "difference"]
-
-COMPARE_COLUMNS = ["concurrency", "baseline", "variant", "stat", "kind", "baseline_ms", "variant_ms",
-                   "value", "ci_low", "ci_high", "n_baseline", "n_variant"]
-
-
-def _effect(b: np.ndarray | float, v: np.ndarray | float, kind: str) -> Any:
-    if kind == "reduction":
-        return 1.0 - np.divide(v, b)
-    if kind == "increase":
-        return np.divide(v, b) - 1.0
-    if kind == "difference":
-        return np.subtract(v, b)
-    raise ValueError(f"unknown comparison kind {kind!r}; expected reduction, increase or difference")
-
-
-def bootstrap_effect(base: np.ndarray, var: np.ndarray, stat: str = "mean", kind: Kind = "reduction",
-                     n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Point estimate and percentile-bootstrap CI of an effect of `var` vs `base` on a statistic.
-
-    Each sample is resampled independently with replacement. reduction = 1 - var/base,
-    increase = var/base - 1, difference = var - base (ms).
-    """
-    base = np.asarray(base, dtype=float)
-    var = np.asarray(var, dtype=float)
-    if len(base) == 0 or len(var) == 0:
-        return (np.nan, np.nan, np.nan)
-    point = float(_effect(_stat(base, stat), _stat(var, stat), kind))
-    rng = np.random.default_rng(seed)
-    bs = _stat_rows(base[rng.integers(0, len(base), (n_boot, len(base)))], stat)
-    vs = _stat_rows(var[rng.integers(0, len(var), (n_boot, len(var)))], stat)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eff = _effect(bs, vs, kind)
-    eff = eff[np.isfinite(eff)]
-    if len(eff) == 0:
-        return (point, np.nan, np.nan)
-    alpha = (1 - ci) / 2
-    return (point, float(np.quantile(eff, alpha)), float(np.quantile(eff, 1 - alpha)))
-
-
-def compare_variants(pods: pd.DataFrame, baseline: str, variants: Sequence[str] | None = None,
-                     stat: Stat = "mean", kind: Kind = "reduction", value: str = "startup_ms",
-                     experiment: str | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Each variant vs `baseline` per concurrency level (both measured there), with a bootstrap CI."""
-    df = ok_values(pods if experiment is None else pods[pods["experiment"] == experiment], value)
-    variants = [v for v in (variants or sorted(df["variant"].unique())) if v != baseline]
-    rows = []
-    for conc in sorted(df["concurrency"].unique()):
-        at = df[df["concurrency"] == conc]
-        b = at.loc[at["variant"] == baseline, value].to_numpy(dtype=float)
-        if len(b) == 0:
-            continue
-        for v in variants:
-            x = at.loc[at["variant"] == v, value].to_numpy(dtype=float)
-            if len(x) == 0:
-                continue
-            point, lo, hi = bootstrap_effect(b, x, stat, kind, n_boot, seed=seed)
-            rows.append({"concurrency": int(conc), "baseline": baseline, "variant": v, "stat": stat, "kind": kind,
-                         "baseline_ms": _stat(b, stat), "variant_ms": _stat(x, stat), "value": point,
-                         "ci_low": lo, "ci_high": hi, "n_baseline": len(b), "n_variant": len(x)})
-    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
-
-
-GROWTH_COLUMNS = ["variant", "stat", "levels", "slope_ms_per_pod", "ci_low", "ci_high"]
-
-
-def growth_slope(pods: pd.DataFrame, value: str = "startup_ms", stat: Stat = "p50",
-                 experiment: str | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """How `value` grows with concurrency, per variant: least-squares slope (ms per extra pod) of the
-    per-level statistic against the concurrency level, with a bootstrap CI (pods resampled within
-    each level). Needs at least two levels; otherwise the slope is NaN."""
-    df = ok_values(pods if experiment is None else pods[pods["experiment"] == experiment], value)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for variant, g in df.groupby("variant", sort=True):
-        levels = sorted(g["concurrency"].unique())
-        samples = [g.loc[g["concurrency"] == c, value].to_numpy(dtype=float) for c in levels]
-        if len(levels) < 2:
-            rows.append({"variant": variant, "stat": stat, "levels": len(levels), "slope_ms_per_pod": np.nan,
-                         "ci_low": np.nan, "ci_high": np.nan})
-            continue
-        x = np.asarray(levels, dtype=float)
-        y = np.array([_stat(s, stat) for s in samples])
-        slope = float(np.polyfit(x, y, 1)[0])
-        boot = np.column_stack([_stat_rows(s[rng.integers(0, len(s), (n_boot, len(s)))], stat) for s in samples])
-        xc = x - x.mean()
-        slopes = (boot - boot.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
-        rows.append({"variant": variant, "stat": stat, "levels": len(levels), "slope_ms_per_pod": slope,
-                     "ci_low": float(np.quantile(slopes, 0.025)), "ci_high": float(np.quantile(slopes, 0.975))})
-    return pd.DataFrame(rows, columns=GROWTH_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -63,7 +63,10 @@ def devset_vfs_frame(run_dir: str | Path) -> pd.DataFrame:
                   (vfs["session_id"] == r["session_id"])] if not vfs.empty else vfs
         row["parallel_open_ms"] = float(ns_to_ms(par["open_ns"]).median()) if len(par) else np.nan
         tids = set(par["tid"]) if len(par) else set()
-        mine = trace[(trace.get("label") == f"devset-{r['devset']}-par") & trace["tid"].isin(tids) &
+        # one trace per repeat (devset-<set>-par-<rep>); runs before the modes interleaved have one for all
+        labels = trace["label"].astype(str) if "label" in trace else pd.Series(dtype=str)
+        par_label = (labels == f"devset-{r['devset']}-par") | labels.str.startswith(f"devset-{r['devset']}-par-")
+        mine = trace[par_label & trace["tid"].isin(tids) &
                      (trace["session_id"] == r["session_id"])] if not trace.empty and tids else pd.DataFrame()
         row["lock_wait_ms"] = float(ns_to_ms(mine["open_lock_wait_ns"]).sum()) if len(mine) else np.nan
         locks = sorted({a for v in mine.get("open_locks", pd.Series(dtype=str)).fillna("") for a in str(v).split("+") if a})
@@ -132,23 +135,15 @@ def vmstart_summary(run_dir: str | Path) -> pd.DataFrame:
     return out.reset_index().reindex(columns=cols)
 
 
-def vmstart_slope_ms(run_dir: str | Path, config: str) -> float | None:
-    """Least-squares slope of the median per-VM start latency against N (ms per added concurrent VM)."""
-    s = vmstart_summary(run_dir)
-    s = s[(s["config"] == config) & s["start_ms"].notna()]
-    if s["n"].nunique() < 2:
-        return None
-    return float(np.polyfit(s["n"].astype(float), s["start_ms"].astype(float), 1)[0])
-
-
-def vmstart_slope_ratio(run_dir: str | Path) -> float | None:
-    """How much more steeply start latency grows with N in the vanilla configuration than the FastIOV-like one."""
-    van, fast = vmstart_slope_ms(run_dir, "vanilla"), vmstart_slope_ms(run_dir, "fastiov")
-    if van is None or fast is None:
-        return None
-    if fast <= 0:  # the FastIOV-like start does not grow at all: any growth of vanilla is "steeper"
-        return float("inf") if van > 0 else None
-    return van / fast
+def vf_open_rounds(run_dir: str | Path) -> dict[tuple[str, int], list[np.ndarray]]:
+    """Per (configuration, N): one array per concurrent start (a round) of its VMs' VF open times (ms,
+    kernel trace: the wait for the device-set lock included)."""
+    df = vmstart_frame(run_dir)
+    df = df[(df["status"] == "ok") & df["vf_open_ms"].notna()]
+    out: dict[tuple[str, int], list[np.ndarray]] = {}
+    for (cfg, n, _rep), g in df.groupby(["config", "n", "rep"], sort=True):
+        out.setdefault((str(cfg), int(n)), []).append(g["vf_open_ms"].to_numpy(dtype=float))
+    return out
 
 
 # ------------------------------------------------------------------ QEMU 6.2.0 stock vs patched
@@ -203,12 +198,3 @@ def qemu62_summary(run_dir: str | Path) -> pd.DataFrame:
     out["starts"] = g.size()
     out["failed"] = g["status"].apply(lambda s: int((s != "ok").sum()))
     return out.reset_index().reindex(columns=cols)
-
-
-def qemu62_saving_over_dma_map(run_dir: str | Path) -> float | None:
-    """(stock's median start - patched's) over stock's median DMA-map time of its RAM (kernel trace)."""
-    s = qemu62_summary(run_dir).set_index("qemu")
-    if not {"stock", "fastiov"} <= set(s.index) or not s.loc["stock", "dma_map_ms"] > 0:
-        return None
-    saving = s.loc["stock", "start_ms"] - s.loc["fastiov", "start_ms"]
-    return float(saving / s.loc["stock", "dma_map_ms"])

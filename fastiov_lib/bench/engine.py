@@ -49,6 +49,8 @@ from fastiov_lib.bench.records import (  # the names callers know from the engin
     BENCH_LABEL, POD_NAMESPACE, ROUND_LABEL, SUMMARY_COLUMNS, BenchError, BenchInterrupted, RoundHooks, RoundInfo,
     SweepResult, summary_table,
 )
+from fastiov_lib.bench.round_log import RoundLog, record_order
+from fastiov_lib.bench.round_order import cells_of, new_seed, plan_rounds
 from fastiov_lib.bench.rounds import AsyncRunner, remove_sandboxes, run_round
 
 # ----------------------------------------------------------------------------------------------
@@ -62,21 +64,31 @@ def _backend(testbed: Testbed | TestbedBackend) -> TestbedBackend:
 def run_startup_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: Sequence[int], repeats: int,
                       networks: Sequence[str] | None = None, variants: Sequence[str] | None = None,
                       experiment: str = "startup", timeout_s: float = 120.0,
-                      hooks: RoundHooks | None = None, tenants: int = 1) -> SweepResult:
+                      hooks: RoundHooks | None = None, tenants: int = 1, seed: int | None = None,
+                      boot_group: str = "", cells: Sequence[tuple[str, int]] | None = None) -> SweepResult:
     """Start `concurrency[i]` pods at once, `repeats` times, for each variant (`networks` is an alias).
 
     On the local testbed the variants are network modes (none, bridge, macvlan, hostdev); on a real
-    FastIOV host they name the configurations its round hooks switch between. A testbed that runs
-    no pods gives an empty result whose message says why.
+    FastIOV host they name the configurations its round hooks switch between (all of one boot:
+    `boot_group`). The rounds run in shuffled blocks (round_order), with `seed` or a fresh one, and
+    the order is kept in run.json. `cells` ((variant, concurrency) pairs) replaces every variant at
+    every level where variants run at different levels. A testbed that runs no pods gives an empty
+    result whose message says why.
     """
     backend = _backend(testbed)
     names = list(variants or networks or [backend.default_variant])
-    return _sweep(backend, run, concurrency, repeats, names, experiment, timeout_s, hooks, tenants, app=None)
+    cells = list(cells) if cells is not None else None
+    if cells:
+        names = list(dict.fromkeys(v for v, _ in cells))
+        concurrency = sorted({int(c) for _, c in cells})
+    return _sweep(backend, run, concurrency, repeats, names, experiment, timeout_s, hooks, tenants, app=None,
+                  seed=seed, boot_group=boot_group, cells=cells)
 
 
 def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: Sequence[int], repeats: int,
                   network: str | None = None, file_mb: int = 4, hooks: RoundHooks | None = None,
-                  timeout_s: float = 120.0, tenants: int = 1, function: str = "download-hash") -> SweepResult:
+                  timeout_s: float = 120.0, tenants: int = 1, function: str = "download-hash",
+                  seed: int | None = None) -> SweepResult:
     """The app test: each pod runs one function of the workload image (bench.app_functions), which
     downloads its input (about `file_mb` MiB) from the storage server on the host and computes on
     it; the completion time per pod is measured.
@@ -107,7 +119,7 @@ def run_app_sweep(testbed: Testbed | TestbedBackend, run: RunDir, concurrency: S
                          "choose another storage_port in the testbed file") from None
     with server:
         return _sweep(backend, run, concurrency, repeats, [endpoint.network], "app", timeout_s, hooks, tenants,
-                      app=app)
+                      app=app, seed=seed)
 
 
 def _empty(backend: TestbedBackend, experiment: str) -> SweepResult:
@@ -116,7 +128,9 @@ def _empty(backend: TestbedBackend, experiment: str) -> SweepResult:
 
 def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], repeats: int,
            names: list[str], experiment: str,
-           timeout_s: float, hooks: RoundHooks | None, tenants: int, app: dict[str, Any] | None) -> SweepResult:
+           timeout_s: float, hooks: RoundHooks | None, tenants: int, app: dict[str, Any] | None,
+           seed: int | None = None, boot_group: str = "",
+           cells: list[tuple[str, int]] | None = None) -> SweepResult:
     if not backend.runs_pods:
         return _empty(backend, experiment)
     concurrency = [int(c) for c in concurrency]
@@ -127,7 +141,11 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
     if tenants < 1:
         raise BenchError(f"tenants must be at least 1, got {tenants}")
     try:
-        target = backend.pod_target(names, concurrency)
+        if cells:  # each variant checked at the levels it runs at (a pool may serve only the lower ones)
+            for v in dict.fromkeys(v for v, _ in cells):
+                target = backend.pod_target([v], sorted({int(c) for w, c in cells if w == v}))
+        else:
+            target = backend.pod_target(names, concurrency)
     except BackendError as err:
         raise BenchError(str(err)) from None
     if app is not None and "workload" not in target.images:
@@ -138,7 +156,8 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         raise BenchError(str(err)) from None
     kernel, release = backend.booted_kernel(), backend.kernel_release()
 
-    plan = [(v, c, r) for v in names for c in concurrency for r in range(repeats)]
+    seed = new_seed() if seed is None else int(seed)
+    plan = plan_rounds(cells or cells_of(names, concurrency), repeats, seed)
     result = SweepResult(backend.name, experiment)
     stop = threading.Event()
     force = threading.Event()
@@ -153,6 +172,12 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         stop.set()
 
     writer = JsonlWriter(run.pods_file)  # before the handlers: a refused file leaves signals as they were
+    try:
+        round_log = RoundLog(run, seed, boot_group)
+        record_order(run, experiment, plan, seed, boot_group)
+    except OSError:
+        writer.close()
+        raise
     previous = _install_handlers(on_signal)
     cpu0 = time.process_time()
     cri: CriClient | None = None
@@ -165,20 +190,24 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         else:
             remove_sandboxes(cri, {BENCH_LABEL: "bench"}, target.rpc_timeout_s)
         sweep_bar = tqdm(plan, desc=f"{experiment} rounds", unit="round", leave=True)
-        for index, (variant, conc, rep) in enumerate(plan):
+        for planned in plan:
             if stop.is_set():
                 break
+            variant, conc, rep = planned.variant, planned.concurrency, planned.repeat
             info = RoundInfo(experiment=experiment, variant=variant, network=target.network(variant),
-                             runtime_handler=target.handler(variant), concurrency=conc, repeat=rep, index=index,
-                             total=len(plan), round_id=f"{experiment}-{variant}-c{conc}-r{rep}-{secrets.token_hex(3)}",
+                             runtime_handler=target.handler(variant), concurrency=conc, repeat=rep,
+                             index=planned.order_index, total=len(plan),
+                             round_id=f"{experiment}-{variant}-c{conc}-r{rep}-{secrets.token_hex(3)}",
                              kernel=kernel, kernel_release=release)
             if hooks is not None:
                 hooks.before_round(info, run)
+            round_log.begin(info)
             records = run_round(target, cri, runner, run, writer, info, stop, force, timeout_s, tenants, app)
             result.records.extend(records)
             result.rounds.append(info)
             if hooks is not None:
                 hooks.after_round(info, run)
+            round_log.end(info, records)
             sweep_bar.update(1)
             if not target.runtime_alive():
                 result.message = (f"containerd stopped during round {info.round_id}; its pods are recorded as "
@@ -194,6 +223,7 @@ def _sweep(backend: TestbedBackend, run: RunDir, concurrency: Sequence[int], rep
         if hooks is not None and hasattr(hooks, "close"):
             hooks.close()  # a real host's barrier server lives for the sweep, whatever happens
         writer.close()
+        round_log.close()
         if runner is not None:
             runner.close()
         if cri is not None:

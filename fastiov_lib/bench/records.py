@@ -50,6 +50,7 @@ class RoundInfo:
     leftovers: list[str] = field(default_factory=list)  # what cleanup found after the round
     driver_cpu_ns: int = 0  # CPU time of this process while the round's pods ran
     wall_ns: int = 0
+    sandbox_pids: dict[str, int] = field(default_factory=dict)  # sandbox id -> pid its runtime reported
     extra: dict[str, Any] = field(default_factory=dict)  # free for hooks
     kernel: str | None = None  # which of the testbed's campaign kernels ran the round (None: not applicable)
     kernel_release: str = ""  # uname -r of the kernel the round's pods ran on

@@ -132,6 +132,9 @@ def run_round(target: PodTarget, cri: CriClient, runner: AsyncRunner, run: RunDi
         records.put(None)
         writer_thread.join()
         bar.close()
+        if not stop.is_set():
+            info.sandbox_pids = sandbox_pids(cri, [r.sandbox_id for r in done if r.sandbox_id],
+                                             min(target.rpc_timeout_s, 10.0))
         info.leftovers = _clean_round(target, cri, info)
         info.wall_ns = time.monotonic_ns() - t_round
         info.counts = {}
@@ -321,6 +324,22 @@ def _parse_workload_output(line: str) -> dict[str, Any]:
                 out["compute_ms"] = float(value)
             except ValueError:
                 pass
+    return out
+
+
+def sandbox_pids(cri: CriClient, sandbox_ids: list[str], timeout_s: float) -> dict[str, int]:
+    """The pid each sandbox's runtime reports (QEMU's under kata), asked once the round's pods are
+    all done, so the queries add nothing to what was measured; sandboxes that report none are left out."""
+    out: dict[str, int] = {}
+    for sid in sandbox_ids:
+        try:
+            pid = cri.sandbox_pid(sid, timeout_s)
+        except (CriUnavailable, CriTimeout):
+            break  # the runtime is gone or stuck: the other sandboxes would not answer either
+        except CriError:
+            continue
+        if pid is not None:
+            out[sid] = pid
     return out
 
 

@@ -24,7 +24,7 @@ def _report(args: argparse.Namespace) -> int:
     counts = table["verdict"].value_counts()
     print(f"{out}")
     print(f"figures: {run.figures_dir}")
-    print("claims: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "fails", "not measured")))
+    print("claims: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "fails", "inconclusive", "not measured")))
     return 0
 
 

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fastiov_lib.analysis import stats as analysis
+from fastiov_lib.analysis.samples import enough, min_samples, stat_or_nan
 
 FULL_WIDTH = 7.0  # inches: a full-width (two-column) figure of a paper
 COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper
@@ -30,8 +31,8 @@ EXPERIMENT_ORDER = ["startup", "ablation", "app"]
 KNOWN_ORDER = ["none", "no-network", "bridge", "ipvtap", "macvlan", "ipvlan", "hostdev", "sriov",
                "vanilla", "original", "fastiov", "only-devset", "only-skip-dma", "only-guest-kernel",
                "only-async-driver"]
-# p99 needs enough samples to mean something; below this the band reaches to the max and says so
-MIN_SAMPLES_FOR_P99 = 20
+# p99 needs enough samples to mean something (analysis.samples); below it the band reaches to the max and says so
+MIN_SAMPLES_FOR_P99 = min_samples("p99")
 
 _CB = sns.color_palette("colorblind", 10)
 # One colour per variant for every figure of every run: a variant keeps its colour whatever else
@@ -147,28 +148,39 @@ def _maybe_log_x(ax: Axes, levels: Sequence[int]) -> None:
 
 def startup_vs_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "startup_ms",
                            experiment: str | None = "startup", width: float = FULL_WIDTH) -> Figure:
-    """Startup latency vs concurrency per variant: median line, band up to the p99 (dashed) where a
-    level has >= MIN_SAMPLES_FOR_P99 pods, else up to the max (dotted, labelled so); n per point."""
+    """Startup latency vs concurrency per variant: median line, band up to the p99 (dashed) where every
+    level has >= MIN_SAMPLES_FOR_P99 pods, else up to the max (dotted, labelled so); n per point.
+    A level with fewer pods than a median needs shows its pods as points instead."""
     with style():
         fig, (ax,) = _new_figure(width=width)
         df = pods if experiment is None or experiment not in set(pods.get("experiment", [])) \
             else pods[pods["experiment"] == experiment]
         s = analysis.summarise(df, value=value, by=("variant", "concurrency"))
-        s = s.dropna(subset=["p50_ms"])
+        s = s[s["n"] > 0]
         title = "Pod startup latency vs concurrency"
         if s.empty:
             return _empty(fig, ax, "no successful pods to plot", caption, title)
-        s = s.assign(n=s["pods"] - s["failures"])
-        upper = "p99" if int(s["n"].min()) >= MIN_SAMPLES_FOR_P99 else "max"
+        upper = "p99" if int(s.loc[s["p50_ms"].notna(), "n"].min() if s["p50_ms"].notna().any() else 0) \
+            >= MIN_SAMPLES_FOR_P99 else "max"
         pal = variant_palette(s["variant"])
+        ok = analysis.ok_values(df, value)
+        few_seen = False
         for v in variant_order(s["variant"]):
             g = s[s["variant"] == v].sort_values("concurrency")
             c = pal[v]
-            ax.plot(g["concurrency"], g["p50_ms"], marker="o", ms=4, color=c, label=f"{v} median")
-            ax.fill_between(g["concurrency"], g["p50_ms"], g[f"{upper}_ms"], color=c, alpha=0.18, linewidth=0)
-            ax.plot(g["concurrency"], g[f"{upper}_ms"], ls="--" if upper == "p99" else ":", lw=1, color=c,
-                    label=f"{v} {upper}")
-            for x, y, n in zip(g["concurrency"], g["p50_ms"], g["n"]):
+            line = g[g["p50_ms"].notna()]
+            if len(line):
+                ax.plot(line["concurrency"], line["p50_ms"], marker="o", ms=4, color=c, label=f"{v} median")
+                ax.fill_between(line["concurrency"], line["p50_ms"], line[f"{upper}_ms"], color=c, alpha=0.18,
+                                linewidth=0)
+                ax.plot(line["concurrency"], line[f"{upper}_ms"], ls="--" if upper == "p99" else ":", lw=1, color=c,
+                        label=f"{v} {upper}")
+            for x, n in zip(g.loc[g["p50_ms"].isna(), "concurrency"], g.loc[g["p50_ms"].isna(), "n"]):
+                pts = ok.loc[(ok["variant"] == v) & (ok["concurrency"] == x), value].to_numpy(float)
+                ax.scatter(np.full(len(pts), x), pts, s=10, color=c, marker="x", linewidths=0.8,
+                           label=f"{v} pods (too few for a median)" if not few_seen else None)
+                few_seen = True
+            for x, y, n in zip(g["concurrency"], g["p50_ms"].fillna(g["max_ms"]), g["n"]):
                 ax.annotate(f"n={int(n)}", (x, y), textcoords="offset points", xytext=(3, -9), fontsize=7,
                             color=c)
         _maybe_log_x(ax, s["concurrency"])
@@ -240,20 +252,26 @@ def cdf_per_concurrency(pods: pd.DataFrame, caption: str = "", value: str = "sta
 
 def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = "",
                     max_stages: int = 8, width: float = FULL_WIDTH) -> Figure:
-    """Stacked bars of the mean time per stage: one panel per (experiment,) variant, one bar per
-    concurrency level.
+    """Stacked bars of the mean time per pod in each stage: one panel per (experiment,) variant, one
+    bar per concurrency level, n pods above each bar.
 
-    `breakdown` is analysis.breakdown()/phase_breakdown()/stage_breakdown() output; with more than
-    `max_stages` stages the smallest are merged into "other".
+    `breakdown` is analysis.breakdown()/phase_breakdown()/stage_breakdown() output. Only stages
+    that are not nested in another (column `nested`) are stacked, so a bar never counts a time
+    twice; with more than `max_stages` stages the smallest are merged into "other". A level with
+    fewer pods than a bar needs shows each stage's mean as a point, not a bar.
     """
     title = "Where startup time goes"
-    if breakdown.empty:
+    b = breakdown.copy()
+    if "nested" in b.columns:
+        b = b[~b["nested"].astype(bool)]
+    if b.empty:
         with style():
             fig, (ax,) = _new_figure(width=width)
             return _empty(fig, ax, "no stage or phase records", caption, title)
-    b = breakdown.copy()
     if "experiment" not in b.columns:
         b["experiment"] = ""
+    if "pods" not in b.columns:
+        b["pods"] = np.nan
     many_exp = b["experiment"].nunique() > 1
     top = b.groupby("stage")["mean_ms"].sum().sort_values(ascending=False)
     keep = set(top.index[:max_stages])
@@ -271,6 +289,7 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
     colours = dict(zip(stage_order, sns.color_palette("Set2", len(stage_order))))
     if "other" in colours:
         colours["other"] = (0.75, 0.75, 0.75)
+    few_seen = False
     with style():
         # panels share the time axis; each has its own concurrency levels
         fig, axes = _new_figure(len(panels), width=width, share=False, share_y=True)
@@ -279,13 +298,24 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
             g = b[(b["experiment"] == exp) & (b["variant"] == variant)]
             table = g.pivot_table(index="concurrency", columns="stage", values="mean_ms", aggfunc="sum") \
                 .reindex(columns=stage_order).fillna(0.0).sort_index()
+            n = g.groupby("concurrency")["pods"].max().reindex(table.index)
             x = np.arange(len(table))
+            full = np.array([enough(k, "bar") if pd.notna(k) else True for k in n])
             bottom = np.zeros(len(table))
             for stage in stage_order:
                 if table[stage].any():
-                    ax.bar(x, table[stage].to_numpy(), bottom=bottom, color=colours[stage], label=stage,
+                    h = table[stage].to_numpy()
+                    ax.bar(x[full], h[full], bottom=bottom[full], color=colours[stage], label=stage,
                            edgecolor="white", linewidth=0.5, width=0.7)
-                    bottom += table[stage].to_numpy()
+                    if (~full).any():  # too few pods for a bar: the stage's mean per pod as a point
+                        ax.scatter(x[~full], (bottom + h)[~full], color=colours[stage], s=14, zorder=3,
+                                   edgecolors="0.2", linewidths=0.4, label=None if full.any() else stage)
+                        few_seen = True
+                    bottom += h
+            for xi, top_y, k in zip(x, bottom, n):
+                if pd.notna(k):
+                    ax.annotate(f"n={int(k)}", (xi, top_y), textcoords="offset points", xytext=(0, 2), ha="center",
+                                fontsize=7, color="0.3")
             ax.set_xticks(x)
             ax.set_xticklabels([str(c) for c in table.index])
             pad = max(0.0, (3 - len(table)) / 2)  # one or two bars stay bar-sized, centred
@@ -301,17 +331,20 @@ def stage_breakdown(breakdown: pd.DataFrame, caption: str = "", source: str = ""
                 seen.setdefault(lab, h)
         labels = [st for st in stage_order if st in seen]
         fig.legend([seen[lab] for lab in labels], labels,
+                   title=f"points: fewer than {min_samples('bar')} pods" if few_seen else None,
                    loc="outside right upper" if width > 3.5 else "outside lower center",
                    ncols=1 if width > 3.5 else 2)
         fig.suptitle(title, fontweight="bold")
         if source:
-            caption = f"{caption} · from {source}" if caption else f"from {source}"
+            caption = f"{caption} · from {source}, stages nested in another left out" if caption \
+                else f"from {source}, stages nested in another left out"
         _caption(fig, caption)
         return fig
 
 
 def ablation_bars(comparison: pd.DataFrame, caption: str = "", width: float = FULL_WIDTH) -> Figure:
-    """Bars: each variant's effect vs the baseline per concurrency, with bootstrap CI whiskers.
+    """Bars: each variant's effect vs the baseline per concurrency, with whiskers of the 95% interval from
+    resampled rounds (hatched, no whisker, where a level has too few rounds for one).
 
     `comparison` is analysis.compare_variants() output: a reduction or increase is drawn in %,
     a difference in ms.
@@ -331,26 +364,34 @@ def ablation_bars(comparison: pd.DataFrame, caption: str = "", width: float = FU
         variants = variant_order(c["variant"])
         levels = sorted(c["concurrency"].unique())
         pal = variant_palette(list(variants))
+        no_ci = False
+        fig_width = width
         width = 0.8 / max(len(variants), 1)
         for i, v in enumerate(variants):
             g = c[c["variant"] == v].set_index("concurrency").reindex(levels)
             x = np.arange(len(levels)) + (i - (len(variants) - 1) / 2) * width
             y = g["value"].to_numpy() * scale
             err = np.vstack([y - g["ci_low"].to_numpy() * scale, g["ci_high"].to_numpy() * scale - y])
-            ax.bar(x, y, width=width * 0.95, color=pal[v], label=v)
-            ax.errorbar(x, y, yerr=np.abs(err), fmt="none", ecolor="0.2", capsize=3, lw=1)
+            has_ci = np.isfinite(err).all(axis=0)
+            ax.bar(x, y, width=width * 0.95, color=pal[v], label=v,
+                   hatch=["" if h else "///" for h in has_ci], edgecolor="white", linewidth=0)
+            ax.errorbar(x[has_ci], y[has_ci], yerr=np.abs(err[:, has_ci]), fmt="none", ecolor="0.2", capsize=3, lw=1)
+            no_ci = no_ci or not has_ci.all()
         ax.axhline(0, color="0.3", lw=0.8)
         ax.grid(axis="x", visible=False)
         ax.set_xticks(np.arange(len(levels)))
-        ax.set_xticklabels([str(x) for x in levels])
-        ax.set_xlabel("concurrent pods")
+        rounds = c.groupby("concurrency")[["rounds_baseline", "rounds_variant"]].min().min(axis=1) \
+            if "rounds_variant" in c.columns else pd.Series(dtype=float)
+        ax.set_xticklabels([f"{x}\n{int(rounds[x])} rounds" if x in rounds.index else str(x) for x in levels])
+        ax.set_xlabel("concurrent pods (fewest rounds of a variant)")
         ax.set_ylabel(label)
-        ax.set_title(f"Effect of each variant vs {base} (95% bootstrap CI)" if width > 3.5
+        ax.set_title(f"Effect of each variant vs {base} (95% CI, rounds resampled)" if fig_width > 3.5
                      else f"Effect vs {base} (95% CI)")
-        if width > 3.5:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        title = "hatched: no interval (< 3 rounds)" if no_ci else None
+        if fig_width > 3.5:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title)
         else:
-            ax.legend(loc="upper left", ncols=2)
+            ax.legend(loc="upper left", ncols=2, title=title)
         _caption(fig, caption)
         return fig
 
@@ -383,10 +424,12 @@ def app_completion(pods: pd.DataFrame, caption: str = "", width: float = FULL_WI
                     if len(x):
                         jitter = rng.uniform(-0.15, 0.15, len(x))
                         ax.scatter(slot + jitter, x, s=8, color=pal[v], alpha=0.55, linewidths=0)
-                        ax.scatter([slot], [x.mean()], marker="D", s=28, color=pal[v], edgecolors="0.1",
-                                   linewidths=0.6, zorder=3, label="mean")
-                        ax.hlines(analysis._stat(x, "p99"), slot - 0.3, slot + 0.3, color="0.1", lw=1.4,
-                                  zorder=3, label="p99")
+                        if enough(len(x), "mean"):  # below the minimum only the pods themselves
+                            ax.scatter([slot], [x.mean()], marker="D", s=28, color=pal[v], edgecolors="0.1",
+                                       linewidths=0.6, zorder=3, label="mean")
+                        if enough(len(x), "p99"):
+                            ax.hlines(stat_or_nan(x, "p99"), slot - 0.3, slot + 0.3, color="0.1", lw=1.4,
+                                      zorder=3, label="p99")
                         ticks.append(slot)
                         ticklabels.append(v if len(apps) == 1 else f"{app}\n{v}")
                         slot += 1
@@ -409,6 +452,22 @@ def app_completion(pods: pd.DataFrame, caption: str = "", width: float = FULL_WI
         fig.suptitle(title if width > 3.5 else "App completion time", fontweight="bold")
         _caption(fig, caption)
         return fig
+
+
+def median_bars_with_points(ax: Axes, df: pd.DataFrame, x: str, y: str, hue: str,
+                            order: Sequence[str] | None = None, hue_order: Sequence[str] | None = None) -> bool:
+    """Every sample as a point, and the median of each (x, hue) group as a bar only where the group
+    has enough samples for a median (analysis.samples: 5). Returns True when some group has too few."""
+    med = df.groupby([x, hue], sort=False)[y].agg(["median", "size"]).reset_index()
+    few = bool((med["size"] < min_samples("median")).any())
+    med["median"] = med["median"].where(med["size"] >= min_samples("median"))
+    sns.barplot(med, x=x, y="median", hue=hue, order=order, hue_order=hue_order, errorbar=None, ax=ax, alpha=0.85)
+    sns.stripplot(df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, size=4, edgecolor="0.15",
+                  linewidth=0.6, legend=False, ax=ax)  # coloured as the bars: the groups stay apart without them
+    legend = ax.get_legend()
+    if legend is not None and few:
+        legend.set_title(f"bars: median of >= {min_samples('median')}; points: every sample")
+    return few
 
 
 def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:

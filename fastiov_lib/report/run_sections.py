@@ -8,6 +8,7 @@ from fastiov_lib.report import claims
 from fastiov_lib.report.md_table import md_table
 from fastiov_lib.report.pod_figures import comparison_for, startup_pods
 from fastiov_lib.report.section import ReportItem, Section, has_pods
+from fastiov_lib.run.rounds import read_rounds, rounds_frame
 
 PROVENANCE_KEYS = ("run_id", "testbed_name", "testbed_kind", "baseline_variant", "comparison", "profile_name",
                    "provenance", "imported_from", "start_time", "end_time", "git", "tools", "host")
@@ -41,11 +42,16 @@ def startup_section(run: analysis.Run) -> Section:
         md_table(analysis.group_summary(run.pods)),
         "\n## Growth with concurrency (startup experiment)\n",
         "Least-squares slope of the median startup against the number of concurrent pods, with a 95% "
-        "bootstrap interval.\n",
+        "interval from rounds resampled within each level (`rounds`: the fewest of a level).\n",
         md_table(analysis.growth_slope(startup_pods(run)), ".2f"),
         f"\n## Each variant vs {run.baseline}\n",
+        "The effect with its 95% interval from resampled rounds, the pods (`n_`) and rounds (`rounds_`) of "
+        "each side; `note` says why an interval is missing.\n",
         md_table(comparison_for(run), ".3f"),
         f"\n## Breakdown ({source})\n",
+        "Each record joined to its pod, a stage summed per pod, then the mean (and, from 100 pods, the p99) "
+        "over the pods of a group, against the same pods' startup. `nested` stages run inside `parent` and "
+        "are never stacked: the shares of the stages that are not nested add up to at most 100% of the mean.\n",
         md_table(bd.drop(columns=["order"]).assign(share_of_mean=bd["share_of_mean"] * 100,
                                                     share_of_p99=bd["share_of_p99"] * 100)
                  .rename(columns={"share_of_mean": "% of mean", "share_of_p99": "% of p99"})),
@@ -54,15 +60,53 @@ def startup_section(run: analysis.Run) -> Section:
 
 
 def claims_section(run: analysis.Run) -> Section:
-    """Every claim, with its verdict on this run (or the testbed it needs)."""
+    """The claims (decided on intervals), the harness checks (exact counts), and every recorded
+    change of a threshold or removal of a claim, with its reason."""
     table = claims.evaluate_claims(run.path)
+    cols = ["claim", "readme", "statement", "expected", "measured", "verdict", "why", "figure"]
+    is_check = table["role"] == "check"
     parts = [
         "\n## Claims\n",
         "Every claim of the paper and the artifact: the ones this run's testbed cannot check say which "
-        "testbed they need; `readme` is the README's claim (C1-C11), `figure` the figure that shows it.\n",
-        md_table(table[["claim", "readme", "statement", "expected", "measured", "verdict", "figure"]]),
+        "testbed they need; `readme` is the README's claim (C1-C11), `figure` the figure that shows it. "
+        "`measured` is the estimate with its 95% interval from resampled rounds (pods of one round share "
+        "its fate) and the rounds and samples behind it. A claim *holds* when its whole interval lies on "
+        "the claimed side of the threshold, *fails* when its whole interval lies on the other side, and is "
+        "*inconclusive* when the interval contains the threshold or there are too few rounds for one "
+        "(`why` says what would decide it).\n",
+        md_table(table.loc[~is_check, cols]),
+        "\n## Harness checks\n",
+        "Exact counts of what the run recorded: the artifact worked as it should (not claims about the "
+        "system).\n",
+        md_table(table.loc[is_check, ["claim", "statement", "expected", "measured", "verdict"]]),
+        "\n## Threshold changes and removed claims\n",
+        "Thresholds come from the paper's numbers or the mechanism (each claim's `threshold_from` in "
+        "fastiov_lib/data/claims/); any change made after seeing data is listed here with its reason.\n",
+        md_table(claims.threshold_history()),
     ]
     return Section("\n".join(part.strip("\n") + "\n" for part in parts))
+
+
+def rounds_section(run: analysis.Run) -> Section:
+    """The rounds in the order they ran (rounds.jsonl): variant, level, repeat, load per core before
+    and after, kernel; variants interleave so that the host's drift falls on every variant alike."""
+    records, _ = read_rounds(run.path)
+    df = rounds_frame(records).sort_values(["wall_start_ns"])
+    df["seconds"] = (df["wall_end_ns"] - df["wall_start_ns"]) / 1e9
+    cols = ["order_index", "experiment", "variant", "concurrency", "repeat", "pods", "seconds",
+            "load_per_core_before", "load_per_core_after", "kernel_release"]
+    seeds = sorted({r.sweep_seed for r in records if r.sweep_seed is not None})
+    text = ("\n## Rounds in the order they ran\n\n"
+            "Each repeat runs every variant and level once, in an order shuffled per repeat (seeds "
+            f"{', '.join(map(str, seeds)) or 'none'}; the planned order is in run.json, `round_orders`). Load "
+            "per core is the 1-minute load average over the cores, just before the round and just after it.\n\n"
+            + md_table(df[cols], ".2f"))
+    return Section(text)
+
+
+def has_rounds(run: analysis.Run) -> bool:
+    """The run recorded its rounds (rounds.jsonl: runs made since the rounds were interleaved)."""
+    return bool(read_rounds(run.path)[0])
 
 
 def provenance_section(run: analysis.Run) -> Section:
@@ -81,5 +125,6 @@ HEAD = [
     ReportItem("summary", always, section=summary_section),
     ReportItem("startup_tables", has_pods, section=startup_section),
     ReportItem("claims", always, section=claims_section),
+    ReportItem("rounds", has_rounds, section=rounds_section),
 ]
 TAIL = [ReportItem("provenance", always, section=provenance_section)]

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from fastiov_lib.analysis.instrumentation import pods_without_records, read_stages
+from fastiov_lib.analysis.intervals import Estimate, exact, round_arrays, round_bootstrap
 from fastiov_lib.analysis.pods import read_pods
+from fastiov_lib.analysis.samples import min_samples
 from fastiov_lib.config import REPO_ROOT
 from fastiov_lib.report import figures as plots
 from fastiov_lib.report.md_table import md_table
@@ -108,12 +111,18 @@ def growth_with_concurrency(df: pd.DataFrame, caption: str = "") -> Figure:
         colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
         for ax, mode in zip(axes, modes):
             sub = df[df["variant"] == mode]
-            med = sub.groupby(["stage", "concurrency"])["elapsed_ms"].median().reset_index()
+            med = sub.groupby(["stage", "concurrency"])["elapsed_ms"].agg(["median", "size"]).reset_index()
             for stage in order:
-                line = med[med["stage"] == stage].sort_values("concurrency")
+                # a median from enough pods (analysis.samples) on the line; fewer pods as points
+                line = med[(med["stage"] == stage) & (med["size"] >= min_samples("median"))].sort_values("concurrency")
                 if len(line):
-                    ax.plot(line["concurrency"], line["elapsed_ms"], marker="o", ms=2.5, lw=1.0,
+                    ax.plot(line["concurrency"], line["median"], marker="o", ms=2.5, lw=1.0,
                             color=colours[stage], label=stage)
+                few = med[(med["stage"] == stage) & (med["size"] < min_samples("median"))]["concurrency"]
+                pts = sub[(sub["stage"] == stage) & sub["concurrency"].isin(few)]
+                if len(pts):
+                    ax.scatter(pts["concurrency"], pts["elapsed_ms"], s=4, marker="x", linewidths=0.6,
+                               color=colours[stage], label=None if len(line) else stage)
             ax.set_title(mode, fontsize=7)
             ax.set_yscale("log")
             ax.tick_params(labelsize=6)
@@ -125,7 +134,7 @@ def growth_with_concurrency(df: pd.DataFrame, caption: str = "") -> Figure:
                     labels.append(lab)
         fig.legend(handles, [lab.replace("CNI_", "") for lab in labels], loc="outside lower center",
                    ncol=3, fontsize=5.5, handlelength=1.2, columnspacing=0.8)
-        fig.supylabel("median per pod (ms, log)", fontsize=7)
+        fig.supylabel(f"median per pod (ms, log; x: pods of a level with < {min_samples('median')})", fontsize=7)
         for ax in axes[max(len(modes) - cols, 0):len(modes)]:
             ax.set_xlabel("concurrent pods", fontsize=6)
         if caption:
@@ -156,7 +165,7 @@ def cni_share_table(df: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ claims
 
-def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> float | None:
+def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> Estimate | None:
     """Fraction of ok pods (in rounds of >= concurrency_min pods) with containerd CNI_* records."""
     stages = read_stages(run_dir)
     pods, _ = read_pods(run_dir)
@@ -164,18 +173,24 @@ def stage_record_coverage(run_dir: Path, concurrency_min: int = 1) -> float | No
         return None
     m = pods_without_records(stages, pods[pods["concurrency"] >= concurrency_min])
     total = int(m["ok_pods"].sum()) if not m.empty else 0
-    return float(m["with_records"].sum() / total) if total else None
+    return exact(float(m["with_records"].sum() / total), total) if total else None
 
 
-def cni_share_growth(run_dir: Path, low: str = "none", high: str = "hostdev") -> float | None:
-    """Median CNI share of RunPodSandbox in `high` minus that in `low` (highest common concurrency)."""
+def cni_share_growth(run_dir: Path, low: str = "none", high: str = "hostdev") -> Estimate | None:
+    """Median CNI share of RunPodSandbox in `high` minus that in `low` (highest common concurrency),
+    with an interval from resampled rounds."""
     df = pod_stages(Path(run_dir))
     if df.empty or not {low, high} <= set(df["variant"]):
         return None
     both = df[df["variant"].isin([low, high])]
-    conc = fixed_concurrency(both)
-    share = cni_share_table(both[both["concurrency"] == conc]).set_index("variant")["cni_share"]
-    return float(share[high] - share[low])
+    at = both[both["concurrency"] == fixed_concurrency(both)]
+    cni = at[at["stage"].isin(CNI_STAGES)].groupby("sandbox_id")["elapsed_ms"].sum()
+    pods = at.drop_duplicates("sandbox_id").set_index("sandbox_id")
+    pods = pods.assign(cni_share=cni.reindex(pods.index).fillna(0.0) / pods["startup_ms"])
+    groups = {v: round_arrays(pods[pods["variant"] == v], "cni_share") for v in (low, high)}
+    if not all(groups.values()):
+        return None
+    return round_bootstrap(groups, lambda p: float(np.median(p[high]) - np.median(p[low])))
 
 
 # ------------------------------------------------------------------ the instrumentation's cost

@@ -132,10 +132,8 @@ def plot_inner_qemu(run_dir: Path) -> Figure | None:
     with plots.style():
         fig = plots.ReportFigure(figsize=plots.FIGSIZE)
         ax = fig.subplots()
-        sns.barplot(df, x="variant", y="ms", hue="memory", order=[v for v in INNER_VARIANTS if v in set(df["variant"])],
-                    estimator="median", errorbar=None, ax=ax)
-        sns.stripplot(df, x="variant", y="ms", hue="memory", dodge=True, palette="dark:0.2", size=3, legend=False, ax=ax,
-                      order=[v for v in INNER_VARIANTS if v in set(df["variant"])])
+        plots.median_bars_with_points(ax, df, "variant", "ms", "memory",
+                                      order=[v for v in INNER_VARIANTS if v in set(df["variant"])])
         ax.set(xlabel="QEMU started in the guest (-S, then quit): extra options", ylabel="start to exit (ms)")
         return _finish(fig, ax, "A VM start with and without a VF (QEMU inside the guest)", figure_caption(run_dir))
 
@@ -151,7 +149,7 @@ def plot_devset(run_dir: Path, caption: str = "") -> Figure | None:
     with plots.style():
         fig = plots.ReportFigure(figsize=plots.FIGSIZE)
         ax = fig.subplots()
-        sns.barplot(df, x="behaviour", y="open_wall_ms", hue="how", estimator="median", errorbar=None, ax=ax)
+        plots.median_bars_with_points(ax, df, "behaviour", "open_wall_ms", "how")
         ax.set(xlabel=f"{int(df['n'].max())} VFs, guest kernel {df['kernel'].iloc[0]}",
                ylabel="wall time of the device opens (ms)")
         ax.set_title("The VFIO device-set lock: do VF opens serialise?")
@@ -205,9 +203,10 @@ def plot_qemu62(run_dir: Path, caption: str = "") -> Figure | None:
     with plots.style():
         fig = plots.ReportFigure(figsize=plots.FIGSIZE)
         ax = fig.subplots()
-        sns.barplot(long, x="what", y="ms", hue="qemu", estimator="median", errorbar=None, ax=ax,
-                    hue_order=[q for q in ("stock", "fastiov") if q in set(long["qemu"])])
-        ax.set(xlabel=f"one VF, {int(df['mem_mb'].iloc[0])} MiB guest RAM as backend mem0", ylabel="ms (median)")
+        plots.median_bars_with_points(ax, long, "what", "ms", "qemu",
+                                      hue_order=[q for q in ("stock", "fastiov") if q in set(long["qemu"])])
+        ax.set(xlabel=f"one VF, {int(df['mem_mb'].iloc[0])} MiB guest RAM as backend mem0",
+               ylabel="ms (bars: median of >= 5 starts)")
         ax.set_title("QEMU 6.2.0: stock vs FastIOV's patch (no eager DMA map of mem0)")
         fig.text(0.01, -0.02, caption, fontsize=7, ha="left", va="top", wrap=True)
         fig.tight_layout()

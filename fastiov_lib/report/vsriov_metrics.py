@@ -1,28 +1,33 @@
 """The metrics of the virtual SR-IOV claims (data/claims/vsriov.yaml), each from the run directory.
 
-Each takes the run directory (and the claim's params) and returns a float, or None when the run did
-not measure it. They are listed by name in METRICS (report.claims.metrics() gathers every list).
+Each takes the run directory (and the claim's params) and returns an Estimate (analysis.intervals),
+an exact value for counts of what the artifact did, or None when the run did not measure it. The
+guest's sequential measurements (one VF open, one DMA map, one VM start on its own) are each their
+own round; N VMs started together are one round. They are listed by name in METRICS
+(report.claims.metrics() gathers every list).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fastiov_lib.analysis import vsriov_startup as startup
-from fastiov_lib.analysis.vsriov import NIC_STEPS, dma_frame, inner_qemu_frame, nic_steps_frame, parallel_frame, vfio_frame
+from fastiov_lib.analysis.intervals import Estimate, exact, own_rounds, round_bootstrap
+from fastiov_lib.analysis.vsriov import NIC_STEPS, dma_frame, inner_qemu_frame, nic_steps_frame, vfio_frame
 from fastiov_lib.run.rundir import VSRIOV_FILE, read_jsonl
 
 
-def nic_steps_ok(run_dir: Path) -> float | None:
+def nic_steps_ok(run_dir: Path) -> Estimate | None:
     """Fraction of the NIC steps (import, prepare_vfs, release_vfs) that succeeded in the guest."""
     n = nic_steps_frame(run_dir)
     n = n[n["step"].isin(NIC_STEPS)]
-    return None if n.empty else float(n["ok"].astype(bool).mean())
+    return None if n.empty else exact(float(n["ok"].astype(bool).mean()), len(n))
 
 
-def vfs_bound_fraction(run_dir: Path) -> float | None:
+def vfs_bound_fraction(run_dir: Path) -> Estimate | None:
     """After prepare_vfs: fraction of the PF's VFs the guest kernel shows bound to vfio-pci."""
     records, _ = read_jsonl(Path(run_dir) / VSRIOV_FILE)
     seen = [r.get("report") for r in records if r.get("kind") == "nic_step" and r.get("step") == "observe_after_prepare"
@@ -30,92 +35,124 @@ def vfs_bound_fraction(run_dir: Path) -> float | None:
     vfs = [vf for rep in seen for vf in (rep.get("vfs") or {}).values()]
     if not vfs:
         return None
-    return sum(1 for vf in vfs if vf.get("driver") == "vfio-pci") / len(vfs)
+    return exact(sum(1 for vf in vfs if vf.get("driver") == "vfio-pci") / len(vfs), len(vfs))
 
 
-def _dma_medians(run_dir: Path, memory: str) -> pd.Series:
-    d = dma_frame(run_dir)
-    return d[d["memory"] == memory].groupby("mib")["map_ms"].median().sort_index()
-
-
-def dma_linear_r2(run_dir: Path, memory: str = "untouched") -> float | None:
-    """R^2 of a straight line through median MAP_DMA time vs size (None with fewer than 3 sizes)."""
-    med = _dma_medians(run_dir, memory)
-    if len(med) < 3:
-        return None
-    x, y = med.index.to_numpy(float), med.to_numpy(float)
+def _r2(x: np.ndarray, y: np.ndarray) -> float:
     slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (slope * x + intercept)
     total = float(((y - y.mean()) ** 2).sum())
-    return 1.0 - float((resid ** 2).sum()) / total if total > 0 else None
+    return 1.0 - float(((y - (slope * x + intercept)) ** 2).sum()) / total if total > 0 else math.nan
 
 
-def dma_prefault_speedup(run_dir: Path, mib: int | str = "max") -> float | None:
+def dma_linear_r2(run_dir: Path, memory: str = "untouched") -> Estimate | None:
+    """R^2 of a straight line through median MAP_DMA time vs size (None with fewer than 3 sizes);
+    every map is its own round."""
+    d = dma_frame(run_dir)
+    d = d[d["memory"] == memory]
+    sizes = sorted(d["mib"].unique())
+    if len(sizes) < 3:
+        return None
+    groups = {str(m): own_rounds(d.loc[d["mib"] == m, "map_ms"]) for m in sizes}
+    x = np.asarray(sizes, dtype=float)
+    return round_bootstrap(groups, lambda p: _r2(x, np.array([np.median(p[str(m)]) for m in sizes])))
+
+
+def dma_prefault_speedup(run_dir: Path, mib: int | str = "max") -> Estimate | None:
     """Median MAP_DMA time of untouched over pre-faulted memory, at the largest (or a given) size."""
-    un, pre = _dma_medians(run_dir, "untouched"), _dma_medians(run_dir, "prefaulted")
-    common = un.index.intersection(pre.index)
-    if common.empty:
+    d = dma_frame(run_dir)
+    common = set(d.loc[d["memory"] == "untouched", "mib"]) & set(d.loc[d["memory"] == "prefaulted", "mib"])
+    if not common:
         return None
-    size = common.max() if mib == "max" else int(mib)
-    if size not in common or pre[size] <= 0:
+    size = max(common) if mib == "max" else int(mib)
+    if size not in common:
         return None
-    return float(un[size] / pre[size])
+    at = d[d["mib"] == size]
+    groups = {m: own_rounds(at.loc[at["memory"] == m, "map_ms"]) for m in ("untouched", "prefaulted")}
+    return round_bootstrap(groups, lambda p: float(np.median(p["untouched"]) / np.median(p["prefaulted"])))
 
 
-def vfio_ms(run_dir: Path, operation: str = "open", mode: str = "sequential", stat: str = "median") -> float | None:
-    """VFIO open / reset / close time of a VF (ms; median, min or max over the VFs measured)."""
+def vfio_ms(run_dir: Path, operation: str = "open", mode: str = "sequential", stat: str = "median") -> Estimate | None:
+    """VFIO open / reset / close time of a VF (ms; median, min or max over the VFs measured); every
+    operation is its own round."""
     v = vfio_frame(run_dir)
     v = v[(v["operation"] == operation) & (v["mode"] == mode)]
     if stat not in ("median", "min", "max"):
         raise ValueError(f"vsriov_vfio_ms: stat must be median, min or max, got {stat!r}")
-    return None if v.empty else float(getattr(v["ms"], stat)())
-
-
-def parallel_ratio(run_dir: Path) -> float | None:
-    """Wall time of all VFs opened+reset+closed in parallel over the same done one after another,
-    at the largest N measured (None below N=2)."""
-    p = parallel_frame(run_dir).dropna(subset=["ratio"])
-    p = p[p["n"] >= 2]
-    if p.empty:
+    if v.empty:
         return None
-    return float(p[p["n"] == p["n"].max()]["ratio"].median())
+    fn = {"median": np.median, "min": np.min, "max": np.max}[stat]
+    return round_bootstrap({"ops": own_rounds(v["ms"])}, lambda p: float(fn(p["ops"])))
 
 
-def vf_start_overhead_ms(run_dir: Path, prealloc: bool = False) -> float | None:
-    """Median VM start with a VF minus without (ms), at the largest inner-VM memory measured."""
+def _inner_qemu_at_max_memory(run_dir: Path) -> pd.DataFrame:
     q = inner_qemu_frame(run_dir)
     q = q[q["rc"] == 0]
-    if q.empty:
+    return q[q["mem_mb"] == q["mem_mb"].max()] if not q.empty else q
+
+
+def vf_start_overhead_difference(run_dir: Path) -> Estimate | None:
+    """The VF's extra VM-start time with untouched memory minus that with pre-allocated memory (ms;
+    medians at the largest inner-VM memory; every start is its own round)."""
+    q = _inner_qemu_at_max_memory(run_dir)
+    names = ("plain", "vf", "prealloc", "prealloc+vf")
+    if q.empty or not set(names) <= set(q["variant"]):
         return None
-    q = q[q["mem_mb"] == q["mem_mb"].max()]
-    base, with_vf = ("prealloc", "prealloc+vf") if prealloc else ("plain", "vf")
-    med = q.groupby("variant")["ms"].median()
-    if base not in med or with_vf not in med:
+    groups = {n: own_rounds(q.loc[q["variant"] == n, "ms"]) for n in names}
+
+    def difference(p: dict[str, np.ndarray]) -> float:
+        untouched = np.median(p["vf"]) - np.median(p["plain"])
+        prefaulted = np.median(p["prealloc+vf"]) - np.median(p["prealloc"])
+        return float(untouched - prefaulted)
+
+    return round_bootstrap(groups, difference)
+
+
+def devset_parallel_ratio(run_dir: Path, devset: str = "shared") -> Estimate | None:
+    """N parallel VF device opens' wall time over N sequential ones' (medians over repeats), with one
+    device-set behaviour; every repeat of either mode is its own round."""
+    df = startup.devset_frame(run_dir)
+    df = df[(df["devset"] == devset) & (df["failed"] == 0)]
+    par, seq = df[df["mode"] == "par"]["open_wall_ms"], df[df["mode"] == "seq"]["open_wall_ms"]
+    if par.empty or seq.empty or not seq.median():
         return None
-    return float(med[with_vf] - med[base])
+    return round_bootstrap({"par": own_rounds(par), "seq": own_rounds(seq)},
+                           lambda p: float(np.median(p["par"]) / np.median(p["seq"])))
 
 
-def vf_start_overhead_ratio(run_dir: Path) -> float | None:
-    """The VF's extra VM-start time with untouched memory over that with pre-allocated memory."""
-    untouched, prefaulted = vf_start_overhead_ms(run_dir), vf_start_overhead_ms(run_dir, prealloc=True)
-    if untouched is None or prefaulted is None or prefaulted <= 0:
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    xc = x - x.mean()
+    return float(xc @ (y - y.mean()) / (xc @ xc))
+
+
+def vf_open_slope_difference(run_dir: Path, high: str = "vanilla", low: str = "fastiov") -> Estimate | None:
+    """Least-squares slope of the mean per-VM VF open against N, `high` minus `low` configuration
+    (ms per added VM), with an interval from resampled concurrent starts (each start of N VMs a round)."""
+    rounds = startup.vf_open_rounds(run_dir)
+    ns = sorted({n for (c, n) in rounds if c == high} & {n for (c, n) in rounds if c == low})
+    if len(ns) < 2:
         return None
-    return untouched / prefaulted
+    groups = {f"{c}@{n}": rounds[(c, n)] for c in (high, low) for n in ns}
+    x = np.asarray(ns, dtype=float)
+
+    def diff(p: dict[str, np.ndarray]) -> float:
+        return (_slope(x, np.array([p[f"{high}@{n}"].mean() for n in ns]))
+                - _slope(x, np.array([p[f"{low}@{n}"].mean() for n in ns])))
+
+    return round_bootstrap(groups, diff)
 
 
-def devset_parallel_ratio(run_dir: Path, devset: str = "shared") -> float | None:
-    """N parallel VF device opens' wall time over N sequential ones', with one device-set behaviour."""
-    return startup.devset_ratio(run_dir, devset)
-
-
-def vmstart_slope_ratio_metric(run_dir: Path) -> float | None:
-    """Slope of per-VM start latency vs N, vanilla-like over FastIOV-like."""
-    return startup.vmstart_slope_ratio(run_dir)
-
-
-def qemu62_saving_metric(run_dir: Path) -> float | None:
-    """The patched QEMU 6.2.0's start saving over stock's DMA-map time of guest RAM."""
-    return startup.qemu62_saving_over_dma_map(run_dir)
+def qemu62_saving_metric(run_dir: Path) -> Estimate | None:
+    """The patched QEMU 6.2.0's start saving over stock's DMA-map time of guest RAM (medians); every
+    start is its own round."""
+    df = startup.qemu62_frame(run_dir)
+    df = df[df["status"] == "ok"]
+    stock, patched = df[df["qemu"] == "stock"], df[df["qemu"] == "fastiov"]
+    if stock.empty or patched.empty or not stock["dma_map_ms"].median() > 0:
+        return None
+    groups = {"stock": own_rounds(stock["start_ms"]), "fastiov": own_rounds(patched["start_ms"]),
+              "map": own_rounds(stock["dma_map_ms"])}
+    return round_bootstrap(groups, lambda p: float((np.median(p["stock"]) - np.median(p["fastiov"]))
+                                                   / np.median(p["map"])))
 
 
 METRICS = {
@@ -124,10 +161,8 @@ METRICS = {
     "vsriov_dma_linear_r2": dma_linear_r2,
     "vsriov_dma_prefault_speedup": dma_prefault_speedup,
     "vsriov_vfio_ms": vfio_ms,
-    "vsriov_parallel_ratio": parallel_ratio,
-    "vsriov_vf_start_overhead_ms": vf_start_overhead_ms,
-    "vsriov_vf_start_overhead_ratio": vf_start_overhead_ratio,
+    "vsriov_vf_start_overhead_difference": vf_start_overhead_difference,
     "vsriov_devset_parallel_ratio": devset_parallel_ratio,
-    "vsriov_vmstart_slope_ratio": vmstart_slope_ratio_metric,
+    "vsriov_vf_open_slope_difference": vf_open_slope_difference,
     "vsriov_qemu62_saving_over_dma_map": qemu62_saving_metric,
 }

@@ -91,6 +91,11 @@ devset_info() {  # devset_info VARIANT BDF...: each VF's device set by vfio-pci'
     done
 }
 tag() { sed "s/^\(RESULT [a-z_]*\)/\1 $*/"; }  # tag k=v...: add fields to the RESULT lines passing through
+rotate() {  # rotate K WORD...: the words turned K-1 places (the first ones moved to the end)
+    _rk=$1; shift
+    while [ "$_rk" -gt 1 ] && [ $# -gt 1 ]; do _rw=$1; shift; set -- "$@" "$_rw"; _rk=$((_rk - 1)); done
+    echo "$@"
+}
 first_n() { echo $2 | tr ' ' '\n' | head -$1 | tr '\n' ',' | sed 's/,$//'; }
 
 echo "VSRIOV booted uptime=$(uptime)"
@@ -219,11 +224,13 @@ if [ "$bench" = 1 ] && [ -n "$devsets" ]; then
         vfs=$(vfs_of "$PF")
         for vf in $vfs; do vfbench bind "$vf" >/dev/null; done
         devset_info $variant $vfs
-        for mode in seq par; do
+        # the two modes take turns, one repeat at a time, so that drift falls on both alike
+        rep=0
+        while [ $rep -lt "$reps" ]; do rep=$((rep + 1)); for mode in $(rotate $rep seq par); do
             ktrace_on vfbench
-            vfbench opens $mode "$reps" $vfs | tag variant=$variant
-            ktrace_dump "devset-$variant-$mode"
-        done
+            vfbench opens $mode 1 $vfs | sed "s/ rep=1 / rep=$rep /" | tag variant=$variant
+            ktrace_dump "devset-$variant-$mode-$rep"
+        done; done
         vfbench numvfs "$PF" 0 >/dev/null
     done
     devset_use stock
@@ -240,36 +247,44 @@ inner_vm() {  # inner_vm QEMU MEMORY-ARGS...: the command line of one inner VM (
 if [ "$bench" = 1 ] && [ -n "$vmcfgs" ] && [ $hosted = 1 ]; then
     echo "VSRIOV phase=vmstart"
     maxn=0; for n in $vmcounts; do [ $n -gt $maxn ] && maxn=$n; done
-    warm=0
-    for cfg in $vmcfgs; do
-        # pre-faulted: each VM's RAM is a file on this guest's tmpfs, written (faulted in, zeroed)
-        # before the timed start, as FastIOV takes zeroing off the start path; vanilla: anonymous
-        # memory that the DMA map itself has to fault in and zero
-        case $cfg in
-            vanilla) variant=shared; memargs="-m ${vmmem}M" ;;
-            *) variant=stock; memargs="-m ${vmmem}M -object memory-backend-file,id=ram0,size=${vmmem}M,share=on,mem-path=/dev/shm/vm-{VF} -machine memory-backend=ram0" ;;
-        esac
-        devset_use $variant || { echo "RESULT step name=vmstart_$cfg rc=1"; continue; }
-        vfbench numvfs "$PF" $maxn >/dev/null || continue
+    first=${vmcfgs%% *}
+    case $first in vanilla) devset_use shared ;; *) devset_use stock ;; esac
+    if vfbench numvfs "$PF" $maxn >/dev/null; then
         vfs=$(vfs_of "$PF")
         for vf in $vfs; do vfbench bind "$vf" >/dev/null; done
-        if [ $warm = 0 ]; then  # one unrecorded start reads QEMU and its libraries over 9p into the page cache
-            vmstart "$marker" 300 $(first_n 1 "$vfs") -- $(inner_vm "$innerqemu" "-m 64M") >/dev/null; warm=1
-        fi
-        rep=0
+        # one unrecorded start reads QEMU and its libraries over 9p into the page cache
+        vmstart "$marker" 300 $(first_n 1 "$vfs") -- $(inner_vm "$innerqemu" "-m 64M") >/dev/null
+        # every repeat is a block of every (N, configuration) round, the configurations taking turns to
+        # go first, so that the host's drift (load, page cache, TCG) falls on both alike
+        rep=0; order=0; cell=0
         while [ $rep -lt "$reps" ]; do rep=$((rep + 1)); for n in $vmcounts; do
-            echo "VSRIOV round n=$n"
-            if [ $cfg = fastiov ]; then
-                for vf in $(first_n $n "$vfs" | tr , ' '); do dd if=/dev/zero of=/dev/shm/vm-$vf bs=1M count=$vmmem 2>/dev/null; done
-            fi
-            ktrace_on 'qemu*'
-            vmstart "$marker" 300 $(first_n $n "$vfs") config=$cfg devset=$variant rep=$rep mem_mb=$vmmem -- \
-                $(inner_vm "$innerqemu" $memargs)
-            ktrace_dump "vm-$cfg-$n-$rep"
-            rm -f /dev/shm/vm-*
+            cell=$((cell + 1))
+            for cfg in $(rotate $((rep + cell)) $vmcfgs); do
+                order=$((order + 1))
+                # pre-faulted: each VM's RAM is a file on this guest's tmpfs, written (faulted in, zeroed)
+                # before the timed start, as FastIOV takes zeroing off the start path; vanilla: anonymous
+                # memory that the DMA map itself has to fault in and zero
+                case $cfg in
+                    vanilla) variant=shared; memargs="-m ${vmmem}M" ;;
+                    *) variant=stock; memargs="-m ${vmmem}M -object memory-backend-file,id=ram0,size=${vmmem}M,share=on,mem-path=/dev/shm/vm-{VF} -machine memory-backend=ram0" ;;
+                esac
+                if [ "$cur_devset" != $variant ]; then
+                    devset_use $variant || { echo "RESULT step name=vmstart_$cfg rc=1"; continue; }
+                    for vf in $vfs; do vfbench bind "$vf" >/dev/null; done  # the module swap unbound them
+                fi
+                echo "VSRIOV round n=$n"
+                if [ $cfg = fastiov ]; then
+                    for vf in $(first_n $n "$vfs" | tr , ' '); do dd if=/dev/zero of=/dev/shm/vm-$vf bs=1M count=$vmmem 2>/dev/null; done
+                fi
+                ktrace_on 'qemu*'
+                vmstart "$marker" 300 $(first_n $n "$vfs") config=$cfg devset=$variant rep=$rep order=$order mem_mb=$vmmem -- \
+                    $(inner_vm "$innerqemu" $memargs)
+                ktrace_dump "vm-$cfg-$n-$rep"
+                rm -f /dev/shm/vm-*
+            done
         done; done
         vfbench numvfs "$PF" 0 >/dev/null
-    done
+    fi
     devset_use stock
 fi
 
@@ -291,7 +306,9 @@ if [ "$bench" = 1 ] && [ -n "$q62variants" ] && [ $hosted = 1 ]; then
         for q in $q62stock $q62fastiov; do vmstart "$marker" 300 "$vf" -- $(inner_vm "$q" "$mem") >/dev/null; done
         rm -f /host/root/ipu/timeline-kata-qemu/*
         rep=0
-        while [ $rep -lt "$reps" ]; do rep=$((rep + 1)); for variant in $q62variants; do
+        while [ $rep -lt "$reps" ]; do rep=$((rep + 1))
+            # the variants take turns to go first (rotated by one each repeat): drift falls on all alike
+            for variant in $(rotate $rep $q62variants); do
             q=$q62stock; m=$mem
             [ $variant != stock ] && q=$q62fastiov
             [ $variant = fastiov-ram0 ] && m=$(echo "$mem" | sed 's/mem0/ram0/g')
