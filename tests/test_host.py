@@ -44,8 +44,15 @@ def test_missing_hugepages_fail_and_too_few_warn(tmp_path, testbed):
 
 def test_wrong_kernel_fails_and_stock_64_warns(tmp_path, testbed):
     wrong = _checks(tmp_path / "a", testbed, kernel_release="6.1.0-18-amd64")["kernel.release"]
-    assert wrong.status == "fail" and "-rc5test" in wrong.fix
+    assert wrong.status == "fail" and "-rc5test" in wrong.fix and "-stock" in wrong.fix
     assert _checks(tmp_path / "b", testbed, kernel_release="6.4.0")["kernel.release"].status == "warn"
+
+
+def test_the_stock_boot_of_the_campaign_passes_without_the_fastiov_module(tmp_path, testbed):
+    checks = _checks(tmp_path, testbed, kernel_release="6.4.0-stock", modules=("kvm", "kvm_intel", "vfio",
+                     "vfio_pci", "vfio_iommu_type1", "ice"), fastiov_device=None)
+    assert checks["kernel.release"].status == "pass" and "vanilla boot" in checks["kernel.release"].seen
+    assert checks["module.fastiov"].status == "pass" and "not used on the stock kernel" in checks["module.fastiov"].seen
 
 
 def test_missing_modules_and_fastiov_node_fail(tmp_path, testbed):

@@ -225,6 +225,8 @@ def test_the_engine_stops_the_barrier_server_when_a_sweep_ends_badly(tmp_path):
     assert hooks.barrier is not None and not hooks.barrier.running and port_is_free(port)
     assert res.records[0].pod_name == "sandbox-001-001"
     assert (res.rounds[0].kernel, res.rounds[0].kernel_release) == ("patched", "6.4.0-rc5test")  # per round
+    collected = json.loads((tmp_path / "run" / "logs" / res.rounds[0].round_id / "collected.json").read_text())
+    assert (collected["kernel"], collected["kernel_release"]) == ("patched", "6.4.0-rc5test")
 
 
 def test_variant_rounds_prints_the_round_plan_for_the_evaluator(capsys):

@@ -319,7 +319,8 @@ def test_the_real_hosts_pod_images_are_built_from_c_and_imported_without_a_regis
     from fastiov_lib.testbeds.fastiov_host.build.pod_images import POD_IMAGES, pod_images_component
 
     host = load_testbed(REPO_ROOT / "testbeds" / "fastiov-e810.example.yaml",
-                        overrides={"allow_host_changes": True, "fastiov.containerd_socket": str(live.socket)})
+                        overrides={"allow_host_changes": True, "fastiov.containerd_socket": str(live.socket),
+                                   "fastiov.containerd_restart": ["true"]})  # the testbed's containerd runs already
     builder = Builder(host, components=[pod_images_component()], build_dir=tmp_path / "bd", root=Path("/"))
     rows = builder.apply()
     assert [(r["step"], r["status"]) for r in rows] == [("build", "done"), ("install", "done")]

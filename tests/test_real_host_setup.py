@@ -311,3 +311,14 @@ def test_the_storage_address_must_be_the_pods_gateway_on_a_named_interface():
     away = s.model_copy(update={"storage_address": IPv4Interface("192.168.1.1/24")})
     assert "outside the pods' subnet" in check_storage_address(away, "10.88.0.0/16").seen
     assert check_storage_address(s.model_copy(update={"storage_address": None}), "10.88.0.0/16").status == "warn"
+
+
+def test_the_vanilla_guest_kernel_is_built_like_fastiovs_without_its_patch(tmp_path):
+    tb = load_testbed(EXAMPLE)
+    rows = [r for r in Builder(tb, build_dir=tmp_path / "bd").plan() if r["component"].startswith("guest-kernel")]
+    steps = {(r["component"], r["step"]) for r in rows}
+    assert ("guest-kernel", "patch") in steps and ("guest-kernel-vanilla", "patch") not in steps
+    vanilla = [r["what"] for r in rows if r["component"] == "guest-kernel-vanilla"]
+    assert "./build-kernel.sh -v 5.19.2 -k kata-linux-5.19.2-96-vanilla setup" in vanilla  # its own kernel tree
+    assert any(w.endswith(str(tb.fastiov.guest_kernel_vanilla)) and "bzImage" in w for w in vanilla)
+    assert any(w.endswith(f"{tb.fastiov.guest_kernel_vanilla}.config") for w in vanilla)  # host-check reads it

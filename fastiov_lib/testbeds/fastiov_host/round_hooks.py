@@ -345,7 +345,9 @@ class RealHostRoundHooks:
         dest = Path(run.logs_dir) / round_id
         if self.s.log_settle_s:
             time.sleep(self.s.log_settle_s)
-        summary: dict[str, Any] = {"instrumentation": self.collect_instrumentation(dest)}
+        summary: dict[str, Any] = {"kernel": getattr(round_info, "kernel", None),  # the boot this round ran on
+                                   "kernel_release": getattr(round_info, "kernel_release", ""),
+                                   "instrumentation": self.collect_instrumentation(dest)}
         summary["qemu"] = self.collect_qemu_logs(dest / "qemu")
         lines = self._dmesg_vfio()[self._dmesg_lines:]
         dest.mkdir(parents=True, exist_ok=True)

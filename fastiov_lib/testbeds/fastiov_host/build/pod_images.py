@@ -6,6 +6,7 @@ its first round without a pull, and the sandbox image is ours, named in containe
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,11 @@ def import_images(builder: "StepRunner", comp: Component, log: Any) -> str:
 
     s = builder.ctx.settings
     socket = Path(builder.ctx.root) / str(s.containerd_socket).lstrip("/")
+    # the containerd that runs the pods: the built 1.3 with the artifact's config (runtime-configs wrote it)
+    builder.run_argv(comp, "install", list(s.containerd_restart), None, log)
+    deadline = time.monotonic() + 60
+    while not socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
     if not socket.exists():
         raise BuildError(f"{comp.name} install: no containerd at {s.containerd_socket}; start it (systemctl "
                          f"restart containerd) and run `build apply --component {comp.name}` again")
@@ -75,7 +81,8 @@ def pod_images_component() -> Component:
     return Component(
         "pod-images", "pause and workload images (the app test's functions) from C, imported into containerd",
         None, build=(call(build_images, "gcc -static pause.c, workload.c; one-layer OCI tarballs"),),
-        install=(call(import_images, "ctr -n k8s.io images import pause.tar workload.tar; check CRI lists them"),),
+        install=(call(import_images, "restart containerd (fastiov.containerd_restart); ctr -n k8s.io images import "
+                                     "pause.tar workload.tar; check CRI lists them"),),
         stamp_facts=sources_key,
-        notes="after containerd runs with the artifact's config; an offline host needs no registry")
+        notes="restarts containerd with the artifact's config first; an offline host needs no registry")
 
